@@ -89,7 +89,8 @@ typedef struct sm_drafter_backend {
      * With sampling, q[i] is the distribution token i was drawn from; a deterministic
      * drafter writes a one-hot q (exact under rejection sampling). */
     sm_status (*propose)(void *state, const sm_spec_config *cfg, sm_draft_request *reqs, int n, sm_error *err);
-    /* Only the first committed_len tokens of slot's context are final: drop anything after. */
+    /* Verification kept the first committed_len tokens of the context the drafter last saw
+     * (prompt + accepted drafts); anything it cached beyond them was rejected: drop it. */
     sm_status (*rollback)(void *state, int slot, int committed_len, sm_error *err);
     void (*release)(void *state, int slot);   /* the sequence left its slot */
     /* Largest context the drafter can serve (0 = no limit beyond the target's). Optional. */
