@@ -32,8 +32,8 @@ const char *sm_spec_finish_name(sm_spec_finish f) {
 
 static sm_status check_config(const sm_spec_config *cfg, sm_error *err) {
     const sm_sampling *s = &cfg->sampling;
-    if (!(s->temperature >= 0) || !(s->top_p > 0 && s->top_p <= 1) || s->top_k < 0)
-        return sm_fail(err, SM_EINVAL, "sampling: need temperature >= 0 (got %g), 0 < top_p <= 1 (got %g), top_k >= 0 (got %d)",
+    if (!(s->temperature >= 0) || !(s->top_p >= 0 && s->top_p <= 1) || s->top_k < 0)
+        return sm_fail(err, SM_EINVAL, "sampling: need temperature >= 0 (got %g), 0 <= top_p <= 1 (got %g; 0 or 1 = off), top_k >= 0 (got %d)",
                        (double)s->temperature, (double)s->top_p, s->top_k);
     bool baseline = !cfg->drafter || !strcmp(cfg->drafter, "none");
     int k = cfg->num_speculative_tokens;

@@ -8,7 +8,7 @@
 
 typedef struct sm_sampling {
     float temperature;   /* 0 = greedy */
-    float top_p;         /* 1 = off */
+    float top_p;         /* 1 (or 0) = off */
     int top_k;           /* 0 = off */
 } sm_sampling;
 

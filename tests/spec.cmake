@@ -1,0 +1,3 @@
+# Speculative decoding: drafters, verification, engine, CLI.
+specmoe_test(test_spec SOURCES unit/test_spec.c)
+specmoe_test(test_spec_verify SOURCES unit/test_spec_verify.c)
