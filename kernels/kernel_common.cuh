@@ -1,0 +1,58 @@
+/* kernels/kernel_common.cuh — device helpers shared by the .cu files (internal, not a C API). */
+#ifndef SM_KERNEL_COMMON_CUH
+#define SM_KERNEL_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "kernel_api.h"
+
+/* After a launch: turn a launch error into an sm_status naming the kernel. The launch itself
+ * is asynchronous; errors during execution surface at the caller's next synchronisation. */
+static inline sm_status sm_kernel_launched(const char *kernel, sm_error *err) {
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess)
+        return sm_fail(err, SM_ECUDA, "%s: launch failed: %s (%s)", kernel, cudaGetErrorString(e), cudaGetErrorName(e));
+    return SM_OK;
+}
+
+/* Eight BF16 values packed in 16 bytes (one vector load) unpacked to fp32: a BF16 is the top
+ * half of the fp32 with the same value, so the conversion is a shift or a mask. */
+__device__ __forceinline__ void sm_unpack8(const uint4 v, float f[8]) {
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        f[2 * i] = __uint_as_float(w[i] << 16);
+        f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+}
+
+__device__ __forceinline__ uint32_t sm_pack2_bf16(float lo, float hi) {
+    __nv_bfloat162 p = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&p);
+}
+
+__device__ __forceinline__ uint4 sm_pack8(const float f[8]) {
+    return make_uint4(sm_pack2_bf16(f[0], f[1]), sm_pack2_bf16(f[2], f[3]), sm_pack2_bf16(f[4], f[5]),
+                      sm_pack2_bf16(f[6], f[7]));
+}
+
+/* Weights are read exactly once per step: stream them past L1 so activations stay cached. */
+__device__ __forceinline__ uint4 sm_load_stream(const uint4 *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ float sm_warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float sm_silu(float g) { return g / (1.0f + __expf(-g)); }
+
+#endif

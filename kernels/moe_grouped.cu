@@ -1,0 +1,395 @@
+/* kernels/moe_grouped.cu — fused grouped SwiGLU expert MLP; see moe_grouped.h for the contract. */
+#include "moe_grouped.h"
+
+#include <limits.h>
+#include <mma.h>
+
+#include "kernel_common.cuh"
+
+namespace {
+
+/* ---- which expert a CTA works on ----------------------------------------------------------
+ * Expert e contributes ceil(n_e / tile_rows) tiles, in expert order. Warp 0 walks the offsets
+ * 32 experts at a time with a warp prefix sum and finds the expert owning tile `tile`, so the
+ * mapping is computed on the GPU from device offsets (graph-capturable) in ~E/32 steps.
+ * tile_rows = INT_MAX gives one tile per non-empty expert (the decode regime's slots). */
+struct tile_pos {
+    int expert, row0, rows;
+};
+
+__device__ void find_tile(const int *offsets, int num_experts, int tile, int tile_rows, tile_pos *out) {
+    const int lane = threadIdx.x & 31;
+    int before = 0; /* tiles owned by experts of earlier chunks */
+    for (int e0 = 0; e0 < num_experts; e0 += 32) {
+        const int e = e0 + lane;
+        int begin = 0, n = 0;
+        if (e < num_experts) {
+            begin = offsets[e];
+            n = offsets[e + 1] - begin;
+        }
+        const int t = n > 0 ? (n - 1) / tile_rows + 1 : 0;
+        int incl = t;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            int v = __shfl_up_sync(0xffffffffu, incl, o);
+            if (lane >= o) incl += v;
+        }
+        const int excl = incl - t, chunk_total = __shfl_sync(0xffffffffu, incl, 31);
+        if (tile >= before + excl && tile < before + incl) {
+            const int local = tile - before - excl;
+            out->expert = e;
+            out->row0 = begin + local * tile_rows;
+            out->rows = min(tile_rows, n - local * tile_rows);
+        }
+        before += chunk_total;
+        if (before > tile) break; /* uniform: chunk_total is the same in every lane */
+    }
+}
+
+/* ---- decode regime -------------------------------------------------------------------------
+ * out[a, col] for the T tokens of one tile: one warp per output column reads that weight row
+ * (and, gated, the matching up row) once with 16-byte streaming loads, U vectors per lane in
+ * flight, and multiplies it with every token of the tile kept in shared memory. */
+constexpr int DEC_WARPS = 8;
+constexpr int DEC_UNROLL = 4;
+constexpr int DEC_SMEM_TARGET = 64 * 1024; /* token tile budget: leaves room for 3 CTAs per SM */
+
+template <int T, bool GATED>
+__global__ void __launch_bounds__(DEC_WARPS * 32)
+    moe_decode_kernel(const __nv_bfloat16 *__restrict__ in, const __nv_bfloat16 *__restrict__ w,
+                      const float *__restrict__ weight, __nv_bfloat16 *__restrict__ out,
+                      const int *__restrict__ offsets, int num_experts, int K, int N) {
+    __shared__ tile_pos pos;
+    extern __shared__ uint4 tok[]; /* [T][K/8] */
+    if (threadIdx.x < 32) {
+        if (threadIdx.x == 0) pos.expert = -1;
+        __syncwarp();
+        find_tile(offsets, num_experts, blockIdx.y, INT_MAX, &pos);
+    }
+    __syncthreads();
+    const int e = pos.expert;
+    if (e < 0) return; /* fewer active experts than slots */
+    const int row0 = pos.row0, rows = pos.rows, K8 = K / 8;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int col = blockIdx.x * DEC_WARPS + warp;
+    const size_t w_rows = GATED ? 2 * (size_t)N : (size_t)N;
+    const uint4 *wa = reinterpret_cast<const uint4 *>(w + ((size_t)e * w_rows + col) * K);
+    const uint4 *wb = reinterpret_cast<const uint4 *>(w + ((size_t)e * w_rows + N + col) * K);
+
+    for (int t0 = 0; t0 < rows; t0 += T) {
+        const int nt = min(T, rows - t0);
+        const uint4 *src = reinterpret_cast<const uint4 *>(in + (size_t)(row0 + t0) * K);
+        for (int i = threadIdx.x; i < nt * K8; i += blockDim.x) tok[i] = src[i];
+        __syncthreads();
+        if (col < N) {
+            float acc_a[T], acc_b[T];
+#pragma unroll
+            for (int t = 0; t < T; t++) acc_a[t] = acc_b[t] = 0.0f;
+            for (int c0 = 0; c0 < K8; c0 += 32 * DEC_UNROLL) {
+                uint4 va[DEC_UNROLL], vb[DEC_UNROLL];
+#pragma unroll
+                for (int u = 0; u < DEC_UNROLL; u++) { /* all loads first: bytes in flight */
+                    const int c = c0 + u * 32 + lane;
+                    va[u] = c < K8 ? sm_load_stream(wa + c) : make_uint4(0, 0, 0, 0);
+                    if (GATED) vb[u] = c < K8 ? sm_load_stream(wb + c) : make_uint4(0, 0, 0, 0);
+                }
+#pragma unroll
+                for (int u = 0; u < DEC_UNROLL; u++) {
+                    const int c = c0 + u * 32 + lane;
+                    if (c >= K8) break;
+                    float fa[8], fb[8];
+                    sm_unpack8(va[u], fa);
+                    if (GATED) sm_unpack8(vb[u], fb);
+#pragma unroll
+                    for (int t = 0; t < T; t++) {
+                        if (t < nt) {
+                            float fx[8];
+                            sm_unpack8(tok[t * K8 + c], fx);
+#pragma unroll
+                            for (int i = 0; i < 8; i++) {
+                                acc_a[t] = fmaf(fa[i], fx[i], acc_a[t]);
+                                if (GATED) acc_b[t] = fmaf(fb[i], fx[i], acc_b[t]);
+                            }
+                        }
+                    }
+                }
+            }
+#pragma unroll
+            for (int t = 0; t < T; t++) {
+                if (t < nt) { /* nt is uniform in the warp, so the shuffles are too */
+                    const float a = sm_warp_sum(acc_a[t]);
+                    const float b = GATED ? sm_warp_sum(acc_b[t]) : 0.0f;
+                    if (lane == t % 32) {
+                        const int r = row0 + t0 + t;
+                        const float v = GATED ? sm_silu(a) * b : a * weight[r];
+                        out[(size_t)r * N + col] = __float2bfloat16_rn(v);
+                    }
+                }
+            }
+        }
+        __syncthreads(); /* the tile is reused for the next tokens */
+    }
+}
+
+/* ---- prefill regime ------------------------------------------------------------------------
+ * 64 tokens × 64 output columns per CTA, 4 warps of 32×32 each, WMMA 16×16×16 bf16 with fp32
+ * accumulation, K in steps of 32 double-buffered with cp.async. Gated: the gate and up tiles of
+ * the same columns are multiplied together so silu(g)*u happens in the epilogue. Rows past the
+ * expert's tokens and columns past N are zero-filled on load and skipped on store. */
+constexpr int PF_BM = 64, PF_BN = 64, PF_BK = 32, PF_THREADS = 128;
+constexpr int PF_LDS = PF_BK + 8;  /* bf16 row stride in smem: 80 bytes staggers the banks */
+constexpr int PF_LDC = PF_BN + 4;  /* fp32 epilogue stride */
+
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int src_bytes) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+template <bool GATED>
+constexpr size_t prefill_smem_bytes() {
+    const int nb = GATED ? 2 : 1;
+    const size_t stages = (size_t)2 * (PF_BM + nb * PF_BN) * PF_LDS * 2;
+    const size_t epilogue = (size_t)nb * PF_BM * PF_LDC * 4;
+    return stages > epilogue ? stages : epilogue;
+}
+
+template <bool GATED>
+__global__ void __launch_bounds__(PF_THREADS)
+    moe_prefill_kernel(const __nv_bfloat16 *__restrict__ in, const __nv_bfloat16 *__restrict__ w,
+                       const float *__restrict__ weight, __nv_bfloat16 *__restrict__ out,
+                       const int *__restrict__ offsets, int num_experts, int K, int N) {
+    using namespace nvcuda;
+    constexpr int NB = GATED ? 2 : 1;
+    __shared__ tile_pos pos;
+    extern __shared__ __align__(128) unsigned char smem[];
+    __nv_bfloat16 *As = reinterpret_cast<__nv_bfloat16 *>(smem);        /* [2][BM][LDS] */
+    __nv_bfloat16 *Bs = As + 2 * PF_BM * PF_LDS;                          /* [2][NB][BN][LDS] */
+    float *Cs = reinterpret_cast<float *>(smem);                          /* [NB][BM][LDC], after the loop */
+
+    if (threadIdx.x < 32) {
+        if (threadIdx.x == 0) pos.expert = -1;
+        __syncwarp();
+        find_tile(offsets, num_experts, blockIdx.x, PF_BM, &pos);
+    }
+    __syncthreads();
+    const int e = pos.expert;
+    if (e < 0) return;
+    const int row0 = pos.row0, rows = pos.rows, n0 = blockIdx.y * PF_BN;
+    const size_t w_rows = GATED ? 2 * (size_t)N : (size_t)N;
+    const __nv_bfloat16 *we = w + (size_t)e * w_rows * K;
+    const int tid = threadIdx.x, warp = tid >> 5, wm = warp >> 1, wn = warp & 1;
+
+    auto load_stage = [&](int stage, int k0) {
+        __nv_bfloat16 *a = As + stage * PF_BM * PF_LDS;
+        for (int i = tid; i < PF_BM * (PF_BK / 8); i += PF_THREADS) {
+            const int r = i / (PF_BK / 8), k = k0 + (i % (PF_BK / 8)) * 8;
+            const bool ok = r < rows && k < K;
+            cp_async16(a + r * PF_LDS + (k - k0), ok ? in + (size_t)(row0 + r) * K + k : in, ok ? 16 : 0);
+        }
+        __nv_bfloat16 *b = Bs + stage * NB * PF_BN * PF_LDS;
+        for (int i = tid; i < NB * PF_BN * (PF_BK / 8); i += PF_THREADS) {
+            const int nb = i / (PF_BN * (PF_BK / 8)), rem = i % (PF_BN * (PF_BK / 8));
+            const int r = rem / (PF_BK / 8), k = k0 + (rem % (PF_BK / 8)) * 8, n = n0 + r;
+            const bool ok = n < N && k < K;
+            cp_async16(b + (nb * PF_BN + r) * PF_LDS + (k - k0), ok ? we + ((size_t)nb * N + n) * K + k : we,
+                       ok ? 16 : 0);
+        }
+    };
+
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[NB][2][2];
+#pragma unroll
+    for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+        for (int i = 0; i < 2; i++)
+#pragma unroll
+            for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[nb][i][j], 0.0f);
+
+    const int KT = (K + PF_BK - 1) / PF_BK;
+    load_stage(0, 0);
+    cp_async_commit();
+    for (int kt = 0; kt < KT; kt++) {
+        if (kt + 1 < KT) {
+            load_stage((kt + 1) & 1, (kt + 1) * PF_BK);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        const __nv_bfloat16 *a = As + (kt & 1) * PF_BM * PF_LDS;
+        const __nv_bfloat16 *b = Bs + (kt & 1) * NB * PF_BN * PF_LDS;
+#pragma unroll
+        for (int kk = 0; kk < PF_BK; kk += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa[2];
+#pragma unroll
+            for (int i = 0; i < 2; i++) wmma::load_matrix_sync(fa[i], a + (wm * 32 + i * 16) * PF_LDS + kk, PF_LDS);
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++) {
+#pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    /* W is [n][k] row-major = B (k×n) column-major. */
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
+                    wmma::load_matrix_sync(fb, b + (nb * PF_BN + wn * 32 + j * 16) * PF_LDS + kk, PF_LDS);
+#pragma unroll
+                    for (int i = 0; i < 2; i++) wmma::mma_sync(acc[nb][i][j], fa[i], fb, acc[nb][i][j]);
+                }
+            }
+        }
+        __syncthreads(); /* the stage is overwritten by the next iteration's loads */
+    }
+
+#pragma unroll
+    for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+        for (int i = 0; i < 2; i++)
+#pragma unroll
+            for (int j = 0; j < 2; j++)
+                wmma::store_matrix_sync(Cs + (nb * PF_BM + wm * 32 + i * 16) * PF_LDC + wn * 32 + j * 16,
+                                        acc[nb][i][j], PF_LDC, wmma::mem_row_major);
+    __syncthreads();
+    for (int i = tid; i < PF_BM * (PF_BN / 8); i += PF_THREADS) {
+        const int r = i / (PF_BN / 8), c = (i % (PF_BN / 8)) * 8, n = n0 + c;
+        if (r >= rows || n >= N) continue;
+        const float *g = Cs + r * PF_LDC + c;
+        float v[8];
+        if (GATED) {
+            const float *u = Cs + (PF_BM + r) * PF_LDC + c;
+#pragma unroll
+            for (int q = 0; q < 8; q++) v[q] = sm_silu(g[q]) * u[q];
+        } else {
+            const float s = weight[row0 + r];
+#pragma unroll
+            for (int q = 0; q < 8; q++) v[q] = s * g[q];
+        }
+        *reinterpret_cast<uint4 *>(out + (size_t)(row0 + r) * N + n) = sm_pack8(v);
+    }
+}
+
+/* ---- launch --------------------------------------------------------------------------------- */
+
+int ceil_pow2(int n) {
+    int p = 1;
+    while (p < n) p <<= 1;
+    return p;
+}
+
+/* Token tile of the decode kernel for reduction length K: as many tokens as the assignments
+ * could bring (at most 8), shrunk until the tile fits the shared-memory budget. */
+int decode_tile(int n_assign, int K) {
+    int t = ceil_pow2(n_assign < 8 ? (n_assign > 0 ? n_assign : 1) : 8);
+    while (t > 1 && (size_t)t * K * 2 > DEC_SMEM_TARGET) t >>= 1;
+    return t;
+}
+
+sm_moe_regime pick(const sm_moe_grouped_args *a, int K) {
+    if (a->regime != SM_MOE_REGIME_AUTO) return a->regime;
+    const int active = a->n_assign < a->num_experts ? a->n_assign : a->num_experts;
+    const int expected = active > 0 ? (a->n_assign + active - 1) / active : 0; /* tokens per active expert */
+    /* Decode re-reads an expert's weights once per tile of T tokens; past one tile the
+     * tensor-core tiles (64 tokens per weight read) win. */
+    return expected <= decode_tile(a->n_assign, K) ? SM_MOE_REGIME_DECODE : SM_MOE_REGIME_PREFILL;
+}
+
+template <int T, bool GATED>
+cudaError_t launch_decode_t(cudaStream_t s, const sm_moe_grouped_args *a, const void *in, const void *w,
+                            const float *weight, void *out, int K, int N) {
+    const size_t smem = (size_t)T * K * 2;
+    auto kernel = moe_decode_kernel<T, GATED>;
+    if (smem > 48 * 1024) {
+        cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (e != cudaSuccess) return e;
+    }
+    const int slots = a->n_assign < a->num_experts ? a->n_assign : a->num_experts;
+    dim3 grid((unsigned)((N + DEC_WARPS - 1) / DEC_WARPS), (unsigned)slots);
+    kernel<<<grid, DEC_WARPS * 32, smem, s>>>(static_cast<const __nv_bfloat16 *>(in), static_cast<const __nv_bfloat16 *>(w),
+                                             weight, static_cast<__nv_bfloat16 *>(out), a->expert_offsets,
+                                             a->num_experts, K, N);
+    return cudaSuccess;
+}
+
+template <bool GATED>
+cudaError_t launch_decode(cudaStream_t s, const sm_moe_grouped_args *a, const void *in, const void *w,
+                          const float *weight, void *out, int K, int N) {
+    switch (decode_tile(a->n_assign, K)) {
+    case 1: return launch_decode_t<1, GATED>(s, a, in, w, weight, out, K, N);
+    case 2: return launch_decode_t<2, GATED>(s, a, in, w, weight, out, K, N);
+    case 4: return launch_decode_t<4, GATED>(s, a, in, w, weight, out, K, N);
+    default: return launch_decode_t<8, GATED>(s, a, in, w, weight, out, K, N);
+    }
+}
+
+template <bool GATED>
+cudaError_t launch_prefill(cudaStream_t s, const sm_moe_grouped_args *a, const void *in, const void *w,
+                           const float *weight, void *out, int K, int N) {
+    const int active = a->n_assign < a->num_experts ? a->n_assign : a->num_experts;
+    /* sum over experts of ceil(n_e/BM) is at most this; surplus CTAs find no tile and exit. */
+    const long tiles = ((long)a->n_assign + (long)active * (PF_BM - 1)) / PF_BM;
+    dim3 grid((unsigned)tiles, (unsigned)((N + PF_BN - 1) / PF_BN));
+    const size_t smem = prefill_smem_bytes<GATED>();
+    auto kernel = moe_prefill_kernel<GATED>;
+    if (smem > 48 * 1024) {
+        cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (e != cudaSuccess) return e;
+    }
+    kernel<<<grid, PF_THREADS, smem, s>>>(static_cast<const __nv_bfloat16 *>(in), static_cast<const __nv_bfloat16 *>(w),
+                                         weight, static_cast<__nv_bfloat16 *>(out), a->expert_offsets,
+                                         a->num_experts, K, N);
+    return cudaSuccess;
+}
+
+sm_status check_args(const char *what, const sm_moe_grouped_args *a, const void *in, const void *w, const void *out,
+                     sm_error *err) {
+    if (!a || a->num_experts <= 0 || a->hidden <= 0 || a->ffn <= 0 || a->n_assign < 0)
+        return sm_fail(err, SM_EINVAL, "%s: bad shape (experts %d, hidden %d, ffn %d, assignments %d)", what,
+                       a ? a->num_experts : 0, a ? a->hidden : 0, a ? a->ffn : 0, a ? a->n_assign : 0);
+    if (a->hidden % 8 || a->ffn % 8)
+        return sm_fail(err, SM_EINVAL, "%s: hidden %d and ffn %d must be multiples of 8 (pad them)", what, a->hidden,
+                       a->ffn);
+    if ((size_t)a->hidden * 2 > 200 * 1024 || (size_t)a->ffn * 2 > 200 * 1024)
+        return sm_fail(err, SM_EUNSUPPORTED, "%s: one token row (hidden %d, ffn %d) exceeds shared memory", what,
+                       a->hidden, a->ffn);
+    if (a->n_assign > 0 && (!a->expert_offsets || !in || !w || !out))
+        return sm_fail(err, SM_EINVAL, "%s: NULL device pointer", what);
+    if (a->regime != SM_MOE_REGIME_AUTO && a->regime != SM_MOE_REGIME_DECODE && a->regime != SM_MOE_REGIME_PREFILL)
+        return sm_fail(err, SM_EINVAL, "%s: unknown regime %d", what, (int)a->regime);
+    return SM_OK;
+}
+
+sm_status finish(const char *what, cudaError_t e, sm_error *err) {
+    if (e != cudaSuccess)
+        return sm_fail(err, SM_ECUDA, "%s: setting kernel attributes: %s", what, cudaGetErrorString(e));
+    return sm_kernel_launched(what, err);
+}
+
+} // namespace
+
+extern "C" sm_moe_regime sm_moe_regime_pick(const sm_moe_grouped_args *a, bool down_proj) {
+    return pick(a, down_proj ? a->ffn : a->hidden);
+}
+
+extern "C" sm_status sm_cuda_moe_gate_up(cudaStream_t stream, const sm_moe_grouped_args *a, const sm_bf16_bits *x,
+                                         const sm_bf16_bits *w_gate_up, sm_bf16_bits *act, sm_error *err) {
+    SM_TRY(check_args("moe_gate_up", a, x, w_gate_up, act, err));
+    if (a->n_assign == 0) return SM_OK;
+    const int K = a->hidden, N = a->ffn;
+    cudaError_t e = pick(a, K) == SM_MOE_REGIME_DECODE
+                        ? launch_decode<true>(stream, a, x, w_gate_up, nullptr, act, K, N)
+                        : launch_prefill<true>(stream, a, x, w_gate_up, nullptr, act, K, N);
+    return finish("moe_gate_up", e, err);
+}
+
+extern "C" sm_status sm_cuda_moe_down(cudaStream_t stream, const sm_moe_grouped_args *a, const sm_bf16_bits *act,
+                                      const sm_bf16_bits *w_down, const float *weight, sm_bf16_bits *y,
+                                      sm_error *err) {
+    SM_TRY(check_args("moe_down", a, act, w_down, y, err));
+    if (a->n_assign > 0 && !weight) return sm_fail(err, SM_EINVAL, "moe_down: NULL routing weights");
+    if (a->n_assign == 0) return SM_OK;
+    const int K = a->ffn, N = a->hidden;
+    cudaError_t e = pick(a, K) == SM_MOE_REGIME_DECODE
+                        ? launch_decode<false>(stream, a, act, w_down, weight, y, K, N)
+                        : launch_prefill<false>(stream, a, act, w_down, weight, y, K, N);
+    return finish("moe_down", e, err);
+}

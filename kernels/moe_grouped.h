@@ -1,0 +1,60 @@
+/* kernels/moe_grouped.h — fused grouped expert MLP (SwiGLU) over tokens sorted by expert.
+ *
+ * Two launches per MoE layer, each covering every active expert at once:
+ *   gate_up: act[a, :] = silu(x[a] · Wg_eᵀ) * (x[a] · Wu_eᵀ)          for a in expert e's range
+ *   down:    y[a, :]   = weight[a] * (act[a] · Wd_eᵀ)                 (routing weight in the epilogue)
+ * Expert ranges come from expert_offsets in DEVICE memory and the grid depends only on n_assign,
+ * so a launch can be captured in a CUDA graph and replayed with new routing.
+ *
+ * Two regimes (chosen by the expected tokens per active expert, or forced for tests):
+ *   decode  — few tokens per expert: memory-bound; many CTAs per expert, one warp per output
+ *             column streaming a BF16 weight row with 16-byte loads, tokens held in shared memory;
+ *   prefill — many tokens per expert: tensor-core tiles (WMMA bf16, fp32 accumulate),
+ *             64 tokens × 64 columns per CTA, cp.async double buffering.
+ *
+ * Layouts (BF16, row-major, row strides are the padded sizes; the runner pads with zeros):
+ *   x, y:       [n_assign, hidden]      act: [n_assign, ffn]
+ *   w_gate_up:  [num_experts, 2*ffn, hidden]  rows 0..ffn-1 gate, ffn..2ffn-1 up
+ *   w_down:     [num_experts, hidden, ffn]
+ * hidden and ffn must be multiples of 8 (16-byte rows). */
+#ifndef SM_MOE_GROUPED_H
+#define SM_MOE_GROUPED_H
+
+#include <stdbool.h>
+
+#include "kernel_api.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum sm_moe_regime {
+    SM_MOE_REGIME_AUTO = 0,
+    SM_MOE_REGIME_DECODE,
+    SM_MOE_REGIME_PREFILL,
+} sm_moe_regime;
+
+typedef struct sm_moe_grouped_args {
+    int num_experts;
+    int hidden;                  /* multiple of 8 */
+    int ffn;                     /* multiple of 8 */
+    int n_assign;                /* rows of x/act/y; fixes the grid; expert_offsets[E] must equal it */
+    const int *expert_offsets;   /* device [num_experts + 1] */
+    sm_moe_regime regime;
+} sm_moe_grouped_args;
+
+/* The regime AUTO resolves to for one projection (down_proj false: gate_up), for labels. */
+sm_moe_regime sm_moe_regime_pick(const sm_moe_grouped_args *a, bool down_proj);
+
+sm_status sm_cuda_moe_gate_up(cudaStream_t stream, const sm_moe_grouped_args *a, const sm_bf16_bits *x,
+                              const sm_bf16_bits *w_gate_up, sm_bf16_bits *act, sm_error *err);
+
+/* weight: device [n_assign] routing weights, multiplied into y. */
+sm_status sm_cuda_moe_down(cudaStream_t stream, const sm_moe_grouped_args *a, const sm_bf16_bits *act,
+                           const sm_bf16_bits *w_down, const float *weight, sm_bf16_bits *y, sm_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,44 @@
+/* src/cuda/moe_device.c — the device-pointer path of the GPU runners (see moe_device.h). */
+#include "cuda/moe_device.h"
+
+#include <stddef.h>
+
+#include "cuda/runners_gpu.h"
+
+static const sm_runner_gpu_ops *const gpu_runners[] = {&sm_runner_cuda_gpu, &sm_runner_cublaslt_gpu};
+
+static const sm_runner_gpu_ops *find(const sm_runner_backend *b) {
+    for (size_t i = 0; i < sizeof gpu_runners / sizeof gpu_runners[0]; i++)
+        if (gpu_runners[i]->backend == b) return gpu_runners[i];
+    return NULL;
+}
+
+static sm_status need(const sm_runner_backend *b, sm_runner *r, const sm_runner_gpu_ops **ops, sm_error *err) {
+    *ops = find(b);
+    if (!*ops) return sm_fail(err, SM_EINVAL, "MoE runner '%s' has no device path (GPU runners: cuda, cublaslt)",
+                              b ? b->name : "(null)");
+    if (!r) return sm_fail(err, SM_EINVAL, "MoE runner '%s': NULL runner", b->name);
+    return SM_OK;
+}
+
+bool sm_runner_has_device_path(const sm_runner_backend *b) { return find(b) != NULL; }
+
+sm_status sm_runner_device_reserve(const sm_runner_backend *b, sm_runner *r, int n_assign, sm_error *err) {
+    const sm_runner_gpu_ops *ops;
+    SM_TRY(need(b, r, &ops, err));
+    return ops->reserve(r, n_assign, err);
+}
+
+sm_status sm_runner_forward_device(const sm_runner_backend *b, sm_runner *r, cudaStream_t stream,
+                                   const sm_moe_device_batch *batch, sm_error *err) {
+    const sm_runner_gpu_ops *ops;
+    SM_TRY(need(b, r, &ops, err));
+    return ops->forward_device(r, stream, batch, err);
+}
+
+sm_status sm_runner_device_random_layer(const sm_runner_backend *b, sm_runner *r, int layer, uint64_t seed,
+                                        float scale, sm_error *err) {
+    const sm_runner_gpu_ops *ops;
+    SM_TRY(need(b, r, &ops, err));
+    return sm_moe_dev_random_layer(ops->dev(r), layer, seed, scale, err);
+}

@@ -1,0 +1,201 @@
+/* src/cuda/runner_cublaslt.c — the `cublaslt` MoE runner: per active expert, two cuBLASLt BF16
+ * GEMMs (gate|up fused as one [2F, H] weight, then down) with fp32 accumulation, and one SiLU·mul
+ * launch between them over all assignments that also applies the routing weight (down is linear,
+ * so scaling its input row scales its output row). GEMM shapes are per expert, so this runner
+ * needs the expert offsets on the host; a graph captured with it replays that routing only.
+ * Heuristic results are cached per (m, n, k). */
+#include <stdlib.h>
+#include <string.h>
+
+#include <cublasLt.h>
+
+#include "cuda/cuda_check.h"
+#include "cuda/moe_dev.h"
+#include "cuda/runners_gpu.h"
+#include "moe/runners/runners.h"
+#include "silu_mul.h"
+
+#define LT_WORKSPACE_BYTES ((size_t)32 << 20)
+
+typedef struct lt_plan {
+    int m, n, k;                              /* cuBLASLt's column-major view */
+    cublasLtMatrixLayout_t a, b, c;
+    cublasLtMatmulAlgo_t algo;
+} lt_plan;
+
+struct sm_runner {
+    sm_moe_dev dev;
+    cublasLtHandle_t lt;
+    cublasLtMatmulDesc_t desc;                /* D = op(A)ᵀ·B, BF16 in/out, fp32 compute */
+    cublasLtMatmulPreference_t pref;
+    void *workspace;
+    lt_plan *plans;
+    int n_plans, cap_plans;
+    sm_bf16_bits *gate_up_out;                /* [rows, 2fp] */
+    sm_bf16_bits *act;                        /* [rows, fp] */
+    size_t gate_up_bytes, act_bytes;
+};
+
+static void plan_free(lt_plan *p) {
+    cublasLtMatrixLayoutDestroy(p->a);
+    cublasLtMatrixLayoutDestroy(p->b);
+    cublasLtMatrixLayoutDestroy(p->c);
+}
+
+static void lt_destroy(sm_runner *r) {
+    if (!r) return;
+    sm_moe_dev_release(&r->dev); /* synchronises the stream first */
+    for (int i = 0; i < r->n_plans; i++) plan_free(&r->plans[i]);
+    free(r->plans);
+    if (r->pref) cublasLtMatmulPreferenceDestroy(r->pref);
+    if (r->desc) cublasLtMatmulDescDestroy(r->desc);
+    if (r->lt) cublasLtDestroy(r->lt);
+    cudaFree(r->workspace);
+    cudaFree(r->gate_up_out);
+    cudaFree(r->act);
+    free(r);
+}
+
+static sm_status lt_reserve(sm_runner *r, cudaStream_t stream, int n_assign, sm_error *err) {
+    size_t rows = (size_t)(n_assign > 0 ? n_assign : 1);
+    SM_TRY(sm_moe_dev_grow((void **)&r->gate_up_out, &r->gate_up_bytes, rows * 2 * r->dev.fp * sizeof(sm_bf16_bits),
+                           stream, "cublaslt runner", err));
+    return sm_moe_dev_grow((void **)&r->act, &r->act_bytes, rows * r->dev.fp * sizeof(sm_bf16_bits), stream,
+                           "cublaslt runner", err);
+}
+
+static sm_status lt_create(const sm_moe_shape *shape, const sm_runner_opts *opts, sm_runner **out, sm_error *err) {
+    sm_runner *r;
+    SM_TRY(sm_calloc((void **)&r, 1, sizeof *r, "cublaslt runner", err));
+    sm_status s = sm_moe_dev_init(&r->dev, "cublaslt", shape, err);
+    cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+    size_t ws = LT_WORKSPACE_BYTES;
+    if (!s) s = sm_cublas_check(cublasLtCreate(&r->lt), err, "cublaslt runner: cublasLtCreate");
+    if (!s) s = sm_cublas_check(cublasLtMatmulDescCreate(&r->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), err,
+                                "cublaslt runner: creating the matmul descriptor");
+    if (!s) s = sm_cublas_check(cublasLtMatmulDescSetAttribute(r->desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof trans_a),
+                                err, "cublaslt runner: setting TRANSA");
+    if (!s) s = sm_cublas_check(cublasLtMatmulDescSetAttribute(r->desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof trans_b),
+                                err, "cublaslt runner: setting TRANSB");
+    if (!s) s = sm_cublas_check(cublasLtMatmulPreferenceCreate(&r->pref), err, "cublaslt runner: creating a preference");
+    if (!s) s = sm_cublas_check(cublasLtMatmulPreferenceSetAttribute(r->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                                                     sizeof ws), err, "cublaslt runner: setting the workspace size");
+    if (!s) s = sm_cuda_check(cudaMalloc(&r->workspace, ws), err, "cublaslt runner: allocating %zu bytes of workspace", ws);
+    if (!s && shape->max_rows > 0) s = lt_reserve(r, r->dev.stream, shape->max_rows * shape->top_k, err);
+    if (s) {
+        lt_destroy(r);
+        return s;
+    }
+    *out = r;
+    return SM_OK;
+}
+
+static sm_status layout(cublasLtMatrixLayout_t *l, int rows, int cols, int ld, sm_error *err) {
+    return sm_cublas_check(cublasLtMatrixLayoutCreate(l, CUDA_R_16BF, (uint64_t)rows, (uint64_t)cols, ld), err,
+                           "cublaslt runner: layout %dx%d (ld %d)", rows, cols, ld);
+}
+
+/* The cached plan for D[m×n] = op(A)[m×k] · B[k×n] (column-major), made on first use. */
+static sm_status get_plan(sm_runner *r, int m, int n, int k, const lt_plan **out, sm_error *err) {
+    for (int i = 0; i < r->n_plans; i++) {
+        const lt_plan *p = &r->plans[i];
+        if (p->m == m && p->n == n && p->k == k) {
+            *out = p;
+            return SM_OK;
+        }
+    }
+    if (r->n_plans == r->cap_plans) {
+        int cap = r->cap_plans ? 2 * r->cap_plans : 16;
+        lt_plan *grown = realloc(r->plans, (size_t)cap * sizeof *grown);
+        if (!grown) return sm_fail(err, SM_ENOMEM, "cublaslt runner: out of memory for %d GEMM plans", cap);
+        r->plans = grown;
+        r->cap_plans = cap;
+    }
+    lt_plan p = {.m = m, .n = n, .k = k};
+    /* A is stored k×m (a [m, k] row-major weight), B k×n (n rows of k), D m×n (n rows of m). */
+    SM_TRY(layout(&p.a, k, m, k, err));
+    sm_status s = layout(&p.b, k, n, k, err);
+    if (!s) s = layout(&p.c, m, n, m, err);
+    cublasLtMatmulHeuristicResult_t h;
+    int found = 0;
+    if (!s) s = sm_cublas_check(cublasLtMatmulAlgoGetHeuristic(r->lt, r->desc, p.a, p.b, p.c, p.c, r->pref, 1, &h, &found),
+                                err, "cublaslt runner: heuristic for m=%d n=%d k=%d", m, n, k);
+    if (!s && found == 0) s = sm_fail(err, SM_EUNSUPPORTED, "cublaslt runner: no cuBLASLt algorithm for m=%d n=%d k=%d", m, n, k);
+    if (s) {
+        plan_free(&p);
+        return s;
+    }
+    p.algo = h.algo;
+    r->plans[r->n_plans] = p;
+    *out = &r->plans[r->n_plans++];
+    return SM_OK;
+}
+
+/* C[rows, n_out] = X[rows, k] · Wᵀ with W [n_out, k], all row-major BF16. */
+static sm_status gemm_xwt(sm_runner *r, cudaStream_t stream, const sm_bf16_bits *w, const sm_bf16_bits *x,
+                          sm_bf16_bits *c, int rows, int n_out, int k, sm_error *err) {
+    const lt_plan *p = NULL;
+    SM_TRY(get_plan(r, n_out, rows, k, &p, err));
+    const float one = 1.0f, zero = 0.0f;
+    return sm_cublas_check(cublasLtMatmul(r->lt, r->desc, &one, w, p->a, x, p->b, &zero, c, p->c, c, p->c, &p->algo,
+                                          r->workspace, LT_WORKSPACE_BYTES, stream),
+                           err, "cublaslt runner: GEMM rows=%d out=%d k=%d", rows, n_out, k);
+}
+
+static sm_status lt_forward_device(sm_runner *r, cudaStream_t stream, const sm_moe_device_batch *b, sm_error *err) {
+    SM_TRY(sm_moe_dev_check_batch(&r->dev, b, err));
+    if (b->n_assign == 0) return SM_OK;
+    if (!b->expert_offsets_host)
+        return sm_fail(err, SM_EINVAL, "cublaslt runner: needs the expert offsets on the host (one GEMM per active "
+                       "expert); use the `cuda` runner for device-only routing");
+    SM_TRY(lt_reserve(r, stream, b->n_assign, err));
+    const int E = r->dev.shape.num_experts, hp = r->dev.hp, fp = r->dev.fp;
+    const int *off = b->expert_offsets_host;
+    const sm_bf16_bits *wgu = r->dev.gate_up[b->layer], *wdn = r->dev.down[b->layer];
+    for (int e = 0; e < E; e++) {
+        int n = off[e + 1] - off[e];
+        if (n == 0) continue;
+        SM_TRY(gemm_xwt(r, stream, wgu + (size_t)e * 2 * fp * hp, b->x + (size_t)off[e] * hp,
+                        r->gate_up_out + (size_t)off[e] * 2 * fp, n, 2 * fp, hp, err));
+    }
+    SM_TRY(sm_cuda_silu_mul(stream, r->gate_up_out, b->weight, r->act, b->n_assign, fp, err));
+    for (int e = 0; e < E; e++) {
+        int n = off[e + 1] - off[e];
+        if (n == 0) continue;
+        SM_TRY(gemm_xwt(r, stream, wdn + (size_t)e * hp * fp, r->act + (size_t)off[e] * fp, b->y + (size_t)off[e] * hp,
+                        n, hp, fp, err));
+    }
+    return SM_OK;
+}
+
+static sm_status lt_load_expert(sm_runner *r, int layer, int expert, const sm_expert_weights *w, sm_error *err) {
+    return sm_moe_dev_load_expert(&r->dev, layer, expert, w, err);
+}
+
+static sm_status lt_forward(sm_runner *r, const sm_dispatch_out *in, sm_combine_in *out, sm_error *err) {
+    return sm_moe_dev_host_forward(&r->dev, r, lt_forward_device, in, out, err);
+}
+
+static sm_status lt_reserve_entry(sm_runner *r, int n_assign, sm_error *err) {
+    return lt_reserve(r, r->dev.stream, n_assign, err);
+}
+
+static sm_moe_dev *lt_dev(sm_runner *r) { return &r->dev; }
+
+const sm_runner_backend sm_runner_cublaslt = {
+    .name = "cublaslt",
+    .description = "GPU BF16, cuBLASLt GEMMs per active expert",
+    .weight_dtypes = SM_DTYPE_BIT(SM_DTYPE_F32) | SM_DTYPE_BIT(SM_DTYPE_BF16) | SM_DTYPE_BIT(SM_DTYPE_F16),
+    .on_device = false, /* forward() takes host pointers; device pointers: cuda/moe_device.h */
+    .create = lt_create,
+    .load_expert = lt_load_expert,
+    .forward = lt_forward,
+    .destroy = lt_destroy,
+};
+
+const sm_runner_gpu_ops sm_runner_cublaslt_gpu = {
+    .backend = &sm_runner_cublaslt,
+    .reserve = lt_reserve_entry,
+    .forward_device = lt_forward_device,
+    .dev = lt_dev,
+};
