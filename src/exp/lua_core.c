@@ -1,0 +1,192 @@
+/* src/exp/lua_core.c — `specmoe.core`, the C half of the Lua module: what the engine knows
+ * (backends, drafters, dtypes) and cheap looks at files (a model's config, a prompts file), so
+ * the pure-Lua half can check a script completely before anything heavy runs. */
+#include "exp/lua_core.h"
+
+#include <lauxlib.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/dtype.h"
+#include "model/config.h"
+#include "model/tokenizer.h"
+#include "moe/a2a.h"
+#include "moe/runner.h"
+#include "sched/workload.h"
+#include "spec/spec.h"
+
+/* Pushes "a, b, c" as the list {"a", "b", "c"}. */
+static void push_names(lua_State *L, const char *names) {
+    lua_newtable(L);
+    int i = 0;
+    const char *p = names;
+    while (*p) {
+        while (*p == ',' || *p == ' ') p++;
+        const char *start = p;
+        while (*p && *p != ',' && *p != ' ') p++;
+        if (p > start) {
+            lua_pushlstring(L, start, (size_t)(p - start));
+            lua_rawseti(L, -2, ++i);
+        }
+    }
+}
+
+static int l_runner_backends(lua_State *L) {
+    char buf[512];
+    sm_runner_names(buf, sizeof buf);
+    push_names(L, buf);
+    return 1;
+}
+
+static int l_a2a_backends(lua_State *L) {
+    char buf[512];
+    sm_a2a_names(buf, sizeof buf);
+    push_names(L, buf);
+    return 1;
+}
+
+static int l_drafters(lua_State *L) {
+    char buf[512];
+    sm_drafter_names(buf, sizeof buf);
+    push_names(L, buf);
+    return 1;
+}
+
+static int l_max_k(lua_State *L) {
+    lua_pushinteger(L, SM_SPEC_MAX_K);
+    return 1;
+}
+
+/* Weight dtypes a model can be stored in (index types excluded). */
+static int l_dtypes(lua_State *L) {
+    lua_newtable(L);
+    for (int d = 0, i = 0; d < SM_DTYPE_COUNT; d++) {
+        if (d == SM_DTYPE_I64 || d == SM_DTYPE_I32) continue;
+        lua_pushstring(L, sm_dtype_name((sm_dtype)d));
+        lua_rawseti(L, -2, ++i);
+    }
+    return 1;
+}
+
+static int l_dtype_known(lua_State *L) {
+    sm_dtype d;
+    lua_pushboolean(L, sm_dtype_parse(luaL_checkstring(L, 1), &d) == 0 && d != SM_DTYPE_I64 && d != SM_DTYPE_I32);
+    return 1;
+}
+
+static int l_runner_accepts(lua_State *L) {
+    const sm_runner_backend *r = sm_runner_find(luaL_checkstring(L, 1), false);
+    sm_dtype d;
+    bool ok = r && sm_dtype_parse(luaL_checkstring(L, 2), &d) == 0 && (r->weight_dtypes & SM_DTYPE_BIT(d));
+    lua_pushboolean(L, ok);
+    return 1;
+}
+
+/* What sm_model_load can hold weights in today: it has no dtype option yet, and computes in f32. */
+static int l_load_dtype_ok(lua_State *L) {
+    sm_dtype d;
+    lua_pushboolean(L, sm_dtype_parse(luaL_checkstring(L, 1), &d) == 0 && d == SM_DTYPE_F32);
+    return 1;
+}
+
+static int l_exists(lua_State *L) {
+    struct stat st;
+    lua_pushboolean(L, stat(luaL_checkstring(L, 1), &st) == 0);
+    return 1;
+}
+
+static void set_int(lua_State *L, const char *key, lua_Integer v) {
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, key);
+}
+
+/* model_info(dir) -> {vocab_size, num_layers, num_experts, num_experts_per_tok, max_context,
+ * has_tokenizer, tokenizer_fingerprint} or nil, message. */
+static int l_model_info(lua_State *L) {
+    const char *dir = luaL_checkstring(L, 1);
+    char path[PATH_MAX];
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s is not a directory (a checkpoint directory with config.json)", dir);
+        return 2;
+    }
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    sm_model_config cfg;
+    sm_error err = {0};
+    if (sm_config_load(path, &cfg, &err) != SM_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, err.msg);
+        return 2;
+    }
+    lua_newtable(L);
+    set_int(L, "vocab_size", cfg.vocab_size);
+    set_int(L, "num_layers", cfg.num_layers);
+    set_int(L, "num_experts", cfg.num_experts);
+    set_int(L, "num_experts_per_tok", cfg.num_experts_per_tok);
+    /* The context a model instance gets by default (sm_model_opts.max_context = 0). */
+    int max_context = cfg.max_position_embeddings < 4096 ? cfg.max_position_embeddings : 4096;
+    set_int(L, "max_context", max_context);
+    lua_pushstring(L, cfg.arch_name);
+    lua_setfield(L, -2, "architecture");
+    sm_config_free(&cfg);
+
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    bool has_tok = stat(path, &st) == 0;
+    lua_pushboolean(L, has_tok);
+    lua_setfield(L, -2, "has_tokenizer");
+    if (has_tok) {
+        sm_tokenizer *tok;
+        if (sm_tokenizer_load(path, &tok, &err) != SM_OK) {
+            lua_pushnil(L);
+            lua_pushstring(L, err.msg);
+            return 2;
+        }
+        char fp[32];
+        snprintf(fp, sizeof fp, "%016llx", (unsigned long long)sm_tokenizer_fingerprint(tok));
+        sm_tokenizer_free(tok);
+        lua_pushstring(L, fp);
+        lua_setfield(L, -2, "tokenizer_fingerprint");
+    }
+    return 1;
+}
+
+/* prompts_info(path) -> {count, needs_tokenizer, max_ids} or nil, message. */
+static int l_prompts_info(lua_State *L) {
+    sm_prompt_set p;
+    sm_error err = {0};
+    if (sm_prompts_read(luaL_checkstring(L, 1), &p, &err) != SM_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, err.msg);
+        return 2;
+    }
+    lua_newtable(L);
+    set_int(L, "count", p.n);
+    set_int(L, "max_ids", p.max_ids);
+    lua_pushboolean(L, p.needs_tokenizer);
+    lua_setfield(L, -2, "needs_tokenizer");
+    sm_prompts_free(&p);
+    return 1;
+}
+
+static const luaL_Reg core_functions[] = {
+    {"runner_backends", l_runner_backends},
+    {"a2a_backends", l_a2a_backends},
+    {"drafters", l_drafters},
+    {"max_k", l_max_k},
+    {"dtypes", l_dtypes},
+    {"dtype_known", l_dtype_known},
+    {"runner_accepts", l_runner_accepts},
+    {"load_dtype_ok", l_load_dtype_ok},
+    {"exists", l_exists},
+    {"model_info", l_model_info},
+    {"prompts_info", l_prompts_info},
+    {NULL, NULL},
+};
+
+int sm_luaopen_core(lua_State *L) {
+    luaL_newlib(L, core_functions);
+    return 1;
+}
