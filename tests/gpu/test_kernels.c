@@ -1,0 +1,232 @@
+/* Every kernel must compute what its CPU twin computes, on fresh random inputs (not zeros),
+ * with outputs poisoned with NaN before the call, over several odd sizes:
+ *  - moe grouped gate_up / down (both regimes forced, and auto) vs a plain fp32 loop on the same
+ *    BF16 values, for random, skewed (one hot expert), half-empty and single-token routing;
+ *  - silu_mul vs sm_cpu_silu_mul, rmsnorm(+residual) vs sm_cpu_rmsnorm, router top-k vs
+ *    sm_router_topk (ids exactly, weights to fp32 rounding).
+ * Tolerance for BF16 outputs: ||gpu - cpu|| / ||cpu|| < 1e-2 (BF16 keeps 8 mantissa bits). */
+#include "gpu/gpu_test.h"
+#include "model/cpu_ops.h"
+#include "moe/router.h"
+#include "moe_grouped.h"
+#include "rmsnorm.h"
+#include "router_topk.h"
+#include "silu_mul.h"
+
+#define BF16_TOL 1e-2
+
+/* ---- grouped MoE ---------------------------------------------------------------------------- */
+
+static float dotf(const float *a, const float *b, int n) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return (float)s;
+}
+
+static void twin_gate_up(const float *x, const float *wgu, const int *off, int E, int H, int F, float *act) {
+    for (int e = 0; e < E; e++)
+        for (int a = off[e]; a < off[e + 1]; a++)
+            for (int j = 0; j < F; j++) {
+                float g = dotf(x + (size_t)a * H, wgu + ((size_t)e * 2 * F + j) * H, H);
+                float u = dotf(x + (size_t)a * H, wgu + ((size_t)e * 2 * F + F + j) * H, H);
+                act[(size_t)a * F + j] = g / (1.0f + expf(-g)) * u;
+            }
+}
+
+static void twin_down(const float *act, const float *wd, const float *weight, const int *off, int E, int H, int F,
+                      float *y) {
+    for (int e = 0; e < E; e++)
+        for (int a = off[e]; a < off[e + 1]; a++)
+            for (int h = 0; h < H; h++)
+                y[(size_t)a * H + h] = weight[a] * dotf(act + (size_t)a * F, wd + ((size_t)e * H + h) * F, F);
+}
+
+enum { ROUTE_RANDOM, ROUTE_SKEWED, ROUTE_HALF_EMPTY, ROUTE_COUNT };
+static const char *route_names[] = {"random", "skewed", "half-empty"};
+
+static void make_offsets(int route, int n, int E, uint64_t *seed, int *off) {
+    int *count = calloc((size_t)E, sizeof *count);
+    for (int a = 0; a < n; a++) {
+        int e = (int)(gpu_test_next(seed) % (uint64_t)E);
+        if (route == ROUTE_SKEWED && gpu_test_next(seed) % 5 != 0) e = E / 2; /* one hot expert */
+        if (route == ROUTE_HALF_EMPTY) e = (e / 2) * 2;                     /* odd experts stay empty */
+        count[e]++;
+    }
+    off[0] = 0;
+    for (int e = 0; e < E; e++) off[e + 1] = off[e] + count[e];
+    free(count);
+}
+
+static void test_moe_grouped(void) {
+    const int shapes[][3] = {{64, 32, 4}, {72, 24, 3}, {136, 40, 5}, {256, 200, 16}}; /* H, F, E */
+    const int n_list[] = {1, 3, 17, 150};
+    const sm_moe_regime regimes[] = {SM_MOE_REGIME_AUTO, SM_MOE_REGIME_DECODE, SM_MOE_REGIME_PREFILL};
+    uint64_t seed = 0x1234567;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int H = shapes[si][0], F = shapes[si][1], E = shapes[si][2];
+        float *wgu = gpu_test_random_bf16((size_t)E * 2 * F * H, 1.0f / sqrtf((float)H), &seed);
+        float *wd = gpu_test_random_bf16((size_t)E * H * F, 1.0f / sqrtf((float)F), &seed);
+        void *d_wgu = gpu_test_upload_bf16(wgu, E * 2 * F, H, H), *d_wd = gpu_test_upload_bf16(wd, E * H, F, F);
+        for (int route = 0; route < ROUTE_COUNT; route++)
+            for (size_t ni = 0; ni < sizeof n_list / sizeof n_list[0]; ni++) {
+                int n = n_list[ni];
+                int *off = malloc(sizeof(int) * (size_t)(E + 1));
+                make_offsets(route, n, E, &seed, off);
+                float *x = gpu_test_random_bf16((size_t)n * H, 2.0f, &seed);
+                float *weight = malloc(sizeof(float) * (size_t)n);
+                for (int a = 0; a < n; a++) weight[a] = 0.5f + 0.5f * gpu_test_uniform(&seed);
+                float *act_ref = malloc(sizeof(float) * (size_t)n * F), *act = malloc(sizeof(float) * (size_t)n * F);
+                float *y_ref = malloc(sizeof(float) * (size_t)n * H), *y = malloc(sizeof(float) * (size_t)n * H);
+                twin_gate_up(x, wgu, off, E, H, F, act_ref);
+                void *d_x = gpu_test_upload_bf16(x, n, H, H), *d_off = gpu_test_upload(off, sizeof(int) * (size_t)(E + 1));
+                void *d_w = gpu_test_upload(weight, sizeof(float) * (size_t)n);
+                void *d_act = gpu_test_malloc((size_t)n * F * 2), *d_y = gpu_test_malloc((size_t)n * H * 2);
+                for (size_t ri = 0; ri < sizeof regimes / sizeof regimes[0]; ri++) {
+                    sm_moe_grouped_args args = {.num_experts = E, .hidden = H, .ffn = F, .n_assign = n,
+                                                .expert_offsets = d_off, .regime = regimes[ri]};
+                    sm_error err = {0};
+                    gpu_test_poison(d_act, (size_t)n * F * 2);
+                    gpu_test_poison(d_y, (size_t)n * H * 2);
+                    CHECK_OK(sm_cuda_moe_gate_up(0, &args, d_x, d_wgu, d_act, &err), &err);
+                    gpu_test_cuda(cudaDeviceSynchronize(), "moe_gate_up");
+                    gpu_test_download_bf16(act, d_act, n, F, F);
+                    /* down is checked on the GPU's own act, so each kernel is judged alone */
+                    twin_down(act, wd, weight, off, E, H, F, y_ref);
+                    CHECK_OK(sm_cuda_moe_down(0, &args, d_act, d_wd, d_w, d_y, &err), &err);
+                    gpu_test_cuda(cudaDeviceSynchronize(), "moe_down");
+                    gpu_test_download_bf16(y, d_y, n, H, H);
+                    double e_act = test_rel_l2(act, act_ref, (size_t)n * F), e_y = test_rel_l2(y, y_ref, (size_t)n * H);
+                    CHECK(e_act < BF16_TOL, "gate_up H=%d F=%d E=%d n=%d %s regime=%d: rel err %.3g", H, F, E, n,
+                          route_names[route], (int)regimes[ri], e_act);
+                    CHECK(e_y < BF16_TOL, "down H=%d F=%d E=%d n=%d %s regime=%d: rel err %.3g", H, F, E, n,
+                          route_names[route], (int)regimes[ri], e_y);
+                }
+                cudaFree(d_x); cudaFree(d_off); cudaFree(d_w); cudaFree(d_act); cudaFree(d_y);
+                free(off); free(x); free(weight); free(act_ref); free(act); free(y_ref); free(y);
+            }
+        cudaFree(d_wgu); cudaFree(d_wd);
+        free(wgu); free(wd);
+    }
+    /* Bad arguments are errors with a message, not crashes. */
+    sm_error err = {0};
+    sm_moe_grouped_args bad = {.num_experts = 4, .hidden = 60, .ffn = 32, .n_assign = 1};
+    CHECK(sm_cuda_moe_gate_up(0, &bad, NULL, NULL, NULL, &err) == SM_EINVAL && strstr(err.msg, "multiple of 8"),
+          "hidden 60 must be refused, got: %s", err.msg);
+}
+
+/* ---- silu_mul ------------------------------------------------------------------------------- */
+
+static void test_silu_mul(void) {
+    const int rows_list[] = {1, 7, 33}, ffn_list[] = {8, 24, 13, 1000};
+    uint64_t seed = 99;
+    for (size_t ri = 0; ri < 3; ri++)
+        for (size_t fi = 0; fi < 4; fi++)
+            for (int scaled = 0; scaled < 2; scaled++) {
+                int rows = rows_list[ri], F = ffn_list[fi];
+                float *gu = gpu_test_random_bf16((size_t)rows * 2 * F, 4.0f, &seed);
+                float *scale = malloc(sizeof(float) * (size_t)rows);
+                for (int r = 0; r < rows; r++) scale[r] = scaled ? 0.1f + gpu_test_uniform(&seed) : 1.0f;
+                float *g = malloc(sizeof(float) * (size_t)rows * F), *u = malloc(sizeof(float) * (size_t)rows * F);
+                for (int r = 0; r < rows; r++)
+                    for (int j = 0; j < F; j++) {
+                        g[(size_t)r * F + j] = gu[(size_t)r * 2 * F + j];
+                        u[(size_t)r * F + j] = gu[(size_t)r * 2 * F + F + j];
+                    }
+                float *ref = malloc(sizeof(float) * (size_t)rows * F), *out = malloc(sizeof(float) * (size_t)rows * F);
+                sm_cpu_silu_mul(ref, g, u, rows, F);
+                for (int r = 0; r < rows; r++)
+                    for (int j = 0; j < F; j++) ref[(size_t)r * F + j] *= scale[r];
+                void *d_gu = gpu_test_upload_bf16(gu, rows, 2 * F, 2 * F), *d_s = gpu_test_upload(scale, sizeof(float) * (size_t)rows);
+                void *d_out = gpu_test_malloc((size_t)rows * F * 2);
+                gpu_test_poison(d_out, (size_t)rows * F * 2);
+                sm_error err = {0};
+                CHECK_OK(sm_cuda_silu_mul(0, d_gu, scaled ? d_s : NULL, d_out, rows, F, &err), &err);
+                gpu_test_cuda(cudaDeviceSynchronize(), "silu_mul");
+                gpu_test_download_bf16(out, d_out, rows, F, F);
+                double e = test_rel_l2(out, ref, (size_t)rows * F);
+                CHECK(e < BF16_TOL, "silu_mul rows=%d ffn=%d scaled=%d: rel err %.3g", rows, F, scaled, e);
+                cudaFree(d_gu); cudaFree(d_s); cudaFree(d_out);
+                free(gu); free(scale); free(g); free(u); free(ref); free(out);
+            }
+}
+
+/* ---- rmsnorm -------------------------------------------------------------------------------- */
+
+static void test_rmsnorm(void) {
+    const int rows_list[] = {1, 5, 17}, dim_list[] = {8, 100, 1000, 4096, 15000};
+    uint64_t seed = 7;
+    for (size_t ri = 0; ri < 3; ri++)
+        for (size_t di = 0; di < 5; di++)
+            for (int with_res = 0; with_res < 2; with_res++) {
+                int rows = rows_list[ri], dim = dim_list[di];
+                size_t n = (size_t)rows * dim;
+                float *x = gpu_test_random_bf16(n, 3.0f, &seed), *res = gpu_test_random_bf16(n, 3.0f, &seed);
+                float *w = gpu_test_random_bf16((size_t)dim, 1.0f, &seed);
+                float *sum = malloc(sizeof(float) * n), *ref = malloc(sizeof(float) * n);
+                for (size_t i = 0; i < n; i++) sum[i] = with_res ? x[i] + res[i] : x[i];
+                sm_cpu_rmsnorm(ref, sum, w, rows, dim, 1e-6f);
+                void *d_x = gpu_test_upload_bf16(x, rows, dim, dim), *d_res = gpu_test_upload_bf16(res, rows, dim, dim);
+                void *d_w = gpu_test_upload_bf16(w, 1, dim, dim);
+                sm_error err = {0};
+                CHECK_OK(sm_cuda_rmsnorm_residual(0, d_x, with_res ? d_res : NULL, d_w, rows, dim, 1e-6f, &err), &err);
+                gpu_test_cuda(cudaDeviceSynchronize(), "rmsnorm");
+                float *out = malloc(sizeof(float) * n), *res_out = malloc(sizeof(float) * n);
+                gpu_test_download_bf16(out, d_x, rows, dim, dim);
+                gpu_test_download_bf16(res_out, d_res, rows, dim, dim);
+                double e = test_rel_l2(out, ref, n);
+                CHECK(e < BF16_TOL, "rmsnorm rows=%d dim=%d residual=%d: rel err %.3g", rows, dim, with_res, e);
+                if (with_res) {
+                    double er = test_rel_l2(res_out, sum, n);
+                    CHECK(er < BF16_TOL, "rmsnorm residual sum rows=%d dim=%d: rel err %.3g", rows, dim, er);
+                } else {
+                    CHECK(test_rel_l2(res_out, res, n) == 0, "rmsnorm without residual wrote the residual");
+                }
+                cudaFree(d_x); cudaFree(d_res); cudaFree(d_w);
+                free(x); free(res); free(w); free(sum); free(ref); free(out); free(res_out);
+            }
+}
+
+/* ---- router top-k ----------------------------------------------------------------------------- */
+
+static void test_router_topk(void) {
+    const int rows_list[] = {1, 9, 64}, cfg[][2] = {{4, 1}, {8, 2}, {60, 4}, {128, 8}, {256, 40}}; /* E, k */
+    uint64_t seed = 4242;
+    for (size_t ri = 0; ri < 3; ri++)
+        for (size_t ci = 0; ci < sizeof cfg / sizeof cfg[0]; ci++)
+            for (int renorm = 0; renorm < 2; renorm++) {
+                int rows = rows_list[ri], E = cfg[ci][0], k = cfg[ci][1];
+                float *logits = malloc(sizeof(float) * (size_t)rows * E);
+                for (size_t i = 0; i < (size_t)rows * E; i++) logits[i] = 3.0f * gpu_test_uniform(&seed);
+                if (rows > 1) logits[E + 1] = logits[E]; /* a tie: the lower id must come first */
+                int *ids_ref = malloc(sizeof(int) * (size_t)rows * k), *ids = malloc(sizeof(int) * (size_t)rows * k);
+                float *w_ref = malloc(sizeof(float) * (size_t)rows * k), *w = malloc(sizeof(float) * (size_t)rows * k);
+                sm_router_topk(logits, rows, E, k, renorm, ids_ref, w_ref);
+                void *d_l = gpu_test_upload(logits, sizeof(float) * (size_t)rows * E);
+                int *d_ids = gpu_test_malloc(sizeof(int) * (size_t)rows * k);
+                float *d_w = gpu_test_malloc(sizeof(float) * (size_t)rows * k);
+                gpu_test_poison(d_ids, sizeof(int) * (size_t)rows * k);
+                gpu_test_poison(d_w, sizeof(float) * (size_t)rows * k);
+                sm_error err = {0};
+                CHECK_OK(sm_cuda_router_topk(0, d_l, rows, E, k, renorm, d_ids, d_w, &err), &err);
+                gpu_test_cuda(cudaDeviceSynchronize(), "router_topk");
+                gpu_test_cuda(cudaMemcpy(ids, d_ids, sizeof(int) * (size_t)rows * k, cudaMemcpyDeviceToHost), "ids");
+                gpu_test_cuda(cudaMemcpy(w, d_w, sizeof(float) * (size_t)rows * k, cudaMemcpyDeviceToHost), "weights");
+                int id_mismatch = 0;
+                for (int i = 0; i < rows * k; i++) id_mismatch += ids[i] != ids_ref[i];
+                CHECK(id_mismatch == 0, "router_topk rows=%d E=%d k=%d renorm=%d: %d ids differ", rows, E, k, renorm,
+                      id_mismatch);
+                double e = test_rel_l2(w, w_ref, (size_t)rows * k);
+                CHECK(e < 1e-5, "router_topk rows=%d E=%d k=%d renorm=%d: weights rel err %.3g", rows, E, k, renorm, e);
+                cudaFree(d_l); cudaFree(d_ids); cudaFree(d_w);
+                free(logits); free(ids_ref); free(ids); free(w_ref); free(w);
+            }
+}
+
+int main(void) {
+    gpu_test_require_device("test_gpu_kernels");
+    test_moe_grouped();
+    test_silu_mul();
+    test_rmsnorm();
+    test_router_topk();
+    TEST_MAIN_END
+}
