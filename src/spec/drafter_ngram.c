@@ -1,6 +1,6 @@
 /* src/spec/drafter_ngram.c — the "ngram" drafter: prompt lookup (vLLM's prompt_lookup_min/max,
  * Saxena's prompt lookup decoding). The last n tokens are searched for earlier in the sequence,
- * longest n first and the most recent occurrence first, and what followed that occurrence is
+ * longest n first, and what followed that occurrence is
  * proposed. No model, no state: each proposal is recomputed from the committed context. */
 #include <stdlib.h>
 #include <string.h>
@@ -27,12 +27,18 @@ static sm_status ngram_create(const sm_drafter_init *init, void **state, sm_erro
     return SM_OK;
 }
 
-/* Start of the continuation after the most recent earlier occurrence of the last n tokens, or -1. */
-static int find_match(const int *ctx, int len, int n) {
+/* Start of the continuation after an earlier occurrence of the last n tokens, or -1: the most
+ * recent occurrence followed by at least k tokens, else the one followed by the most (the
+ * earliest), since a very recent match may leave almost nothing to propose. */
+static int find_match(const int *ctx, int len, int n, int k) {
     const int *suffix = ctx + len - n;
-    for (int i = len - n - 1; i >= 0; i--)
-        if (!memcmp(ctx + i, suffix, (size_t)n * sizeof(int))) return i + n;
-    return -1;
+    int from = -1;
+    for (int i = len - n - 1; i >= 0; i--) {
+        if (memcmp(ctx + i, suffix, (size_t)n * sizeof(int))) continue;
+        from = i + n;
+        if (len - from >= k) break;
+    }
+    return from;
 }
 
 static sm_status ngram_propose(void *state, const sm_spec_config *cfg, sm_draft_request *reqs, int n, sm_error *err) {
@@ -43,7 +49,7 @@ static sm_status ngram_propose(void *state, const sm_spec_config *cfg, sm_draft_
         if (req->k <= 0) continue;
         int from = -1;
         for (int len = st->n_max; len >= st->n_min && from < 0; len--)
-            if (len < req->context_len) from = find_match(req->context, req->context_len, len);
+            if (len < req->context_len) from = find_match(req->context, req->context_len, len, req->k);
         if (from < 0) continue;
         int count = req->context_len - from < req->k ? req->context_len - from : req->k;
         for (int j = 0; j < count; j++) {
