@@ -126,6 +126,7 @@ local function flatten(t, context, at)
       flat[k .. "_moe_runner_backend"] = m.moe_runner_backend
       flat[k .. "_dtype"] = m.dtype
       flat[k .. "_moe_a2a_backend"] = m.moe_a2a_backend
+      flat["__" .. k .. "_where"] = m.__where -- model errors point at the sm.model line
     elseif GROUPS[k] then
       local keys = {}
       for gk in pairs(GROUPS[k]) do keys[gk] = FLAT[GROUPS[k][gk]] end
@@ -274,10 +275,12 @@ function M.schedule(n_arms, repeats, order, seed)
 end
 
 M.experiment = function(t)
-  return require("specmoe.resolve").experiment(t, {
+  -- not a tail call: where(2) must still see the script's frame
+  local x = require("specmoe.resolve").experiment(t, {
     at = where(2), check_keys = check_keys, flatten = flatten, schedule = M.schedule,
     EXPERIMENT_KEYS = EXPERIMENT_KEYS, ARM_KEYS = ARM_KEYS, ARM_TAG = ARM_TAG, ORDERS = ORDERS, FLAT = FLAT,
   })
+  return x
 end
 
 M.core = core

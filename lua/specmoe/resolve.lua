@@ -45,6 +45,7 @@ local function model_info(path, at, context)
 end
 
 local function check_model(a, prefix, at, context, script_dir)
+  at = a["__" .. prefix .. "_where"] or at
   local key = prefix .. "_model_path"
   local found = find_path(a[key], script_dir)
   if not found then fail(at, "%s: %s '%s' does not exist", context, key, a[key]) end
@@ -249,6 +250,7 @@ function M.experiment(t, env)
     for k, v in pairs(env.flatten(arm, context, arm_at)) do a[k] = v end
     resolve_arm(a, arm_at, context, x.seed, script_dir)
     a.name, a.where = name, arm_at
+    a.__target_where, a.__draft_where = nil, nil
     x.arms[i] = a
   end
 

@@ -2,13 +2,24 @@
 -- a seeded generator (the same seed gives the same order on every machine).
 local M = {}
 
+-- The last script line that ran (a line hook keeps it). `return sm.experiment { ... }` is a
+-- tail call: the script's frame is gone when sm.experiment runs, and this is its line.
+local last_line
+local function is_module_source(src) return src:find("/specmoe/[%w_]+%.lua$") ~= nil end
+debug.sethook(function(_, line)
+  local info = debug.getinfo(2, "S")
+  if info and info.source:sub(1, 1) == "@" and not is_module_source(info.source) then
+    last_line = info.source:sub(2) .. ":" .. line
+  end
+end, "l")
+
 --- "script.lua:12" of the function `level` levels above the caller of where().
 function M.where(level)
   local info = debug.getinfo(level + 1, "Sl")
-  if not info then return "?" end
-  local src = info.source or "?"
-  if src:sub(1, 1) == "@" then src = src:sub(2) else src = info.short_src end
-  return src .. ":" .. tostring(info.currentline)
+  if info and info.currentline > 0 and info.source:sub(1, 1) == "@" and not is_module_source(info.source) then
+    return info.source:sub(2) .. ":" .. tostring(info.currentline)
+  end
+  return last_line or "?"
 end
 
 --- Raises "at: message" without Lua adding its own position (at already names the line).

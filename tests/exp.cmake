@@ -1,0 +1,4 @@
+# Experiments: results database, Lua API, specmoe run / report (issue 5).
+specmoe_test(test_exp_db SOURCES unit/test_exp_db.c)
+specmoe_script_test(exp_cli tests/exp/test_cli.sh)
+specmoe_script_test(exp_html_chromium tests/exp/test_html.sh LABELS chromium)

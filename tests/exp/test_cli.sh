@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# specmoe run / report end to end on the tiny random-weight fixture: script validation errors
+# (file:line, did you mean, database untouched), --dry-run, a run, the views checked against a
+# direct computation in Python, resume, a read-only database, the report text.
+set -u
+BIN=${1:?usage: test_cli.sh path/to/specmoe}
+T=$(mktemp -d /tmp/specmoe_exp_cli.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+FAILS=0
+fail() { echo "FAIL: $*"; FAILS=$((FAILS + 1)); }
+FIX=tests/fixtures/loader/ckpt/qwen3_moe_hub
+
+# expect_error SCRIPT PATTERN...: run must fail, stderr must match every pattern, no database.
+expect_error() {
+  local script=$1; shift
+  rm -f "$T/err.db"
+  if "$BIN" run "$script" --db "$T/err.db" >"$T/out" 2>"$T/err"; then fail "$script: expected failure"; fi
+  for pat in "$@"; do grep -qE -- "$pat" "$T/err" || fail "$script: stderr lacks /$pat/: $(cat "$T/err")"; done
+  [ -e "$T/err.db" ] && fail "$script: the database was created although validation failed"
+  return 0
+}
+
+cat >"$T/typo.lua" <<LUA
+local sm = require "specmoe"
+return sm.experiment {
+  target = sm.model { path = "$FIX" },
+  arms = {
+    sm.arm { name = "a" },
+    sm.arm { name = "b", temprature = 0.5 },
+  },
+}
+LUA
+expect_error "$T/typo.lua" "typo.lua:6:" "unknown key 'temprature'" "did you mean 'temperature'"
+
+cat >"$T/type.lua" <<LUA
+local sm = require "specmoe"
+return sm.experiment {
+  target = sm.model { path = "$FIX" },
+  workload = { max_new_tokens = "many" },
+}
+LUA
+expect_error "$T/type.lua" "type.lua:2:" "max_new_tokens' must be an integer, got string"
+
+cat >"$T/backend.lua" <<LUA
+local sm = require "specmoe"
+return sm.experiment {
+  target = sm.model { path = "$FIX", moe_runner_backend = "reff" },
+}
+LUA
+expect_error "$T/backend.lua" "backend.lua:3:" "unknown MoE runner backend .*'reff'" "did you mean 'ref'"
+
+cat >"$T/missing.lua" <<LUA
+local sm = require "specmoe"
+return sm.experiment {
+  target = sm.model { path = "no/such/model" },
+}
+LUA
+expect_error "$T/missing.lua" "missing.lua:3:" "'no/such/model' does not exist"
+
+mkdir -p "$T/bigvocab"
+sed 's/"vocab_size": 16/"vocab_size": 32/' "$FIX/config.json" >"$T/bigvocab/config.json"
+cat >"$T/compat.lua" <<LUA
+local sm = require "specmoe"
+return sm.experiment {
+  target = sm.model { path = "$FIX" },
+  arms = { sm.arm { name = "spec", drafter = "model", k = 2, draft = sm.model { path = "$T/bigvocab" } } },
+}
+LUA
+expect_error "$T/compat.lua" "compat.lua:4:" "vocab_size 32 but target .* has 16"
+
+cat >"$T/nodraft.lua" <<LUA
+local sm = require "specmoe"
+return sm.experiment {
+  target = sm.model { path = "$FIX" },
+  arms = { { name = "x", drafter = "modle" } },
+}
+LUA
+expect_error "$T/nodraft.lua" "nodraft.lua:2:" "unknown drafter 'modle'" "did you mean 'model'"
+
+# an error of the script itself (Lua runtime): still file:line
+printf 'local sm = require "specmoe"\nreturn sm.experiment(nil .. "x")\n' >"$T/runtime.lua"
+expect_error "$T/runtime.lua" "runtime.lua:2:"
+
+# --dry-run: resolved arms and the interleaved order; nothing written
+"$BIN" run tests/exp/tiny.lua --dry-run --db "$T/dry.db" >"$T/dry" 2>&1 || fail "dry-run failed: $(cat "$T/dry")"
+grep -q "3 arms x 2 repeats = 6 runs, order interleaved" "$T/dry" || fail "dry-run header: $(head -3 "$T/dry")"
+grep -q "run order: baseline#0, self_draft#0, ngram#0, baseline#1, self_draft#1, ngram#1" "$T/dry" || fail "dry-run order"
+grep -q "prompt_lookup_max  *4" "$T/dry" || fail "dry-run: ngram defaults not resolved"
+[ -e "$T/dry.db" ] && fail "dry-run created a database"
+
+# grid helper: 2 drafters x 2 k = 4 arms, named by the template
+cat >"$T/grid.lua" <<LUA
+local sm = require "specmoe"
+return sm.experiment {
+  target = sm.model { path = "$FIX" }, draft = sm.model { path = "$FIX" },
+  order = "sequential", repeats = 2,
+  arms = sm.arms(sm.arm { name = "base" }, sm.grid { name = "{drafter}_k{k}", drafter = { "model", "ngram" }, k = { 1, 3 } }),
+}
+LUA
+"$BIN" run "$T/grid.lua" --dry-run >"$T/grid" 2>&1 || fail "grid dry-run: $(cat "$T/grid")"
+grep -q "5 arms x 2 repeats = 10 runs, order sequential" "$T/grid" || fail "grid count: $(head -1 "$T/grid")"
+grep -q "run order: base#0, base#1, model_k1#0, model_k1#1, model_k3#0" "$T/grid" || fail "grid order/names: $(tail -1 "$T/grid")"
+
+# the real run
+DB="$T/results.db"
+"$BIN" run tests/exp/tiny.lua --db "$DB" >"$T/run" 2>&1 || fail "run failed: $(cat "$T/run")"
+grep -q "6 runs recorded" "$T/run" || fail "run summary: $(cat "$T/run")"
+q() { sqlite3 "$DB" "$1"; }
+[ "$(q "SELECT COUNT(*) FROM runs WHERE status = 'ok'")" = 6 ] || fail "runs ok"
+[ "$(q "SELECT COUNT(*) FROM requests")" = 36 ] || fail "requests: $(q "SELECT COUNT(*) FROM requests")"
+[ "$(q "SELECT COUNT(*) FROM request_token_check WHERE consistent = 0")" = 0 ] || fail "tokens counted != tokens emitted"
+[ "$(q "SELECT SUM(output_tokens) FROM requests")" = "$(q "SELECT SUM(n_tokens) FROM token_emissions")" ] || fail "token sums"
+[ "$(q "SELECT COUNT(*) FROM arm_acceptance WHERE acceptance_rate < 0 OR acceptance_rate > 1")" = 0 ] || fail "acceptance range"
+[ "$(q "SELECT COUNT(*) FROM latency_percentiles WHERE p99_s < p50_s OR p999_s < p99_s")" = 0 ] || fail "p99 < p50"
+[ "$(q "SELECT ROUND(acceptance_rate, 6) FROM arm_acceptance WHERE arm = 'self_draft'")" = 1.0 ] \
+  || fail "a draft identical to the target must be accepted always (greedy): $(q "SELECT acceptance_rate FROM arm_acceptance WHERE arm = 'self_draft'")"
+[ "$(q "SELECT COUNT(*) FROM moe_layer_events WHERE model = 'target'")" -gt 0 ] || fail "no MoE events"
+[ "$(q "SELECT git_commit IS NOT NULL AND cpu_count > 0 FROM environment")" = 1 ] || fail "environment row"
+# percentiles of the views against Python's own nearest-rank computation
+python3 - "$DB" <<'PY' || fail "view percentiles differ from a direct computation"
+import math, sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+def rank(v, p):
+    v = sorted(v); return v[max(1, math.ceil(p / 100 * len(v) - 1e-9)) - 1]
+bad = 0
+for arm_id, arm in db.execute("SELECT arm_id, name FROM arms"):
+    rows = db.execute("""SELECT q.arrival_s, q.first_token_s, q.finish_s, q.output_tokens, q.run_id, q.request_index
+                         FROM requests q JOIN runs r USING (run_id) WHERE r.arm_id = ? AND r.status = 'ok'""", (arm_id,)).fetchall()
+    ttft = [f - a for a, f, _, _, _, _ in rows]
+    e2e = [e - a for a, _, e, _, _, _ in rows]
+    itl = []
+    for *_, run, req in rows:
+        t = [x for (x,) in db.execute("SELECT time_s FROM token_emissions WHERE run_id = ? AND request_index = ? ORDER BY emission_index", (run, req))]
+        itl += [b - a for a, b in zip(t, t[1:])]
+    for metric, vals in (("ttft", ttft), ("e2e", e2e), ("itl", itl)):
+        n, p50, p99 = db.execute("SELECT n, p50_s, p99_s FROM latency_percentiles WHERE arm_id = ? AND metric = ?", (arm_id, metric)).fetchone()
+        if n != len(vals) or abs(p50 - rank(vals, 50)) > 1e-12 or abs(p99 - rank(vals, 99)) > 1e-12:
+            print(arm, metric, n, len(vals), p50, rank(vals, 50), p99, rank(vals, 99)); bad += 1
+sys.exit(1 if bad else 0)
+PY
+
+# resume: the same script again skips every completed run
+"$BIN" run tests/exp/tiny.lua --db "$DB" >"$T/run2" 2>&1 || fail "resume failed: $(cat "$T/run2")"
+grep -q "0 runs recorded, 6 skipped" "$T/run2" || fail "resume: $(cat "$T/run2")"
+[ "$(q "SELECT COUNT(*) FROM runs")" = 6 ] || fail "resume added runs"
+
+# a validation error leaves an existing database byte-for-byte alone
+sum_before=$(md5sum "$DB" | cut -d' ' -f1)
+"$BIN" run "$T/typo.lua" --db "$DB" >/dev/null 2>&1 && fail "typo script succeeded"
+[ "$(md5sum "$DB" | cut -d' ' -f1)" = "$sum_before" ] || fail "a failed validation changed the database"
+
+# a database that cannot be written: clear error, nothing lost
+"$BIN" run tests/exp/tiny.lua --fresh --db "file:$DB?mode=ro" >"$T/ro" 2>&1 && fail "read-only database accepted"
+grep -q "read-only" "$T/ro" || fail "read-only message: $(cat "$T/ro")"
+[ "$(q "SELECT COUNT(*) FROM runs WHERE status = 'ok'")" = 6 ] || fail "read-only attempt lost runs"
+
+# report: table, A/B with intervals, verdicts
+"$BIN" report "$DB" >"$T/report" 2>&1 || fail "report failed: $(cat "$T/report")"
+for pat in "experiment 'tiny'" "self_draft .* 1.000" "A = baseline, B = self_draft" "95% CI \[" "acceptance_rate .* n/a" "significant"; do
+  grep -qE -- "$pat" "$T/report" || fail "report lacks /$pat/"
+done
+"$BIN" report "$DB" --experiment nope >/dev/null 2>"$T/rerr" && fail "unknown experiment accepted"
+grep -q "no experiment named 'nope'" "$T/rerr" || fail "report error: $(cat "$T/rerr")"
+
+[ $FAILS = 0 ] && echo "exp_cli: all checks passed"
+exit $((FAILS > 0))
