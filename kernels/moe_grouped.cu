@@ -276,21 +276,28 @@ int ceil_pow2(int n) {
     return p;
 }
 
-/* Token tile of the decode kernel for reduction length K: as many tokens as the assignments
- * could bring (at most 8), shrunk until the tile fits the shared-memory budget. */
-int decode_tile(int n_assign, int K) {
-    int t = ceil_pow2(n_assign < 8 ? (n_assign > 0 ? n_assign : 1) : 8);
+/* Tokens per active expert if routing were uniform (the host knows only n_assign). */
+int expected_per_expert(const sm_moe_grouped_args *a) {
+    const int active = a->n_assign < a->num_experts ? a->n_assign : a->num_experts;
+    return active > 0 ? (a->n_assign + active - 1) / active : 1;
+}
+
+/* Token tile of the decode kernel for reduction length K: the expected tokens per expert (at
+ * most 8) so one pass over the weights usually serves all of them, shrunk until the tile fits
+ * the shared-memory budget. An expert with more tokens (skewed routing) takes several passes,
+ * the later ones mostly from L2. */
+int decode_tile(const sm_moe_grouped_args *a, int K) {
+    const int want = expected_per_expert(a);
+    int t = ceil_pow2(want < 8 ? want : 8);
     while (t > 1 && (size_t)t * K * 2 > DEC_SMEM_TARGET) t >>= 1;
     return t;
 }
 
 sm_moe_regime pick(const sm_moe_grouped_args *a, int K) {
     if (a->regime != SM_MOE_REGIME_AUTO) return a->regime;
-    const int active = a->n_assign < a->num_experts ? a->n_assign : a->num_experts;
-    const int expected = active > 0 ? (a->n_assign + active - 1) / active : 0; /* tokens per active expert */
     /* Decode re-reads an expert's weights once per tile of T tokens; past one tile the
      * tensor-core tiles (64 tokens per weight read) win. */
-    return expected <= decode_tile(a->n_assign, K) ? SM_MOE_REGIME_DECODE : SM_MOE_REGIME_PREFILL;
+    return expected_per_expert(a) <= decode_tile(a, K) ? SM_MOE_REGIME_DECODE : SM_MOE_REGIME_PREFILL;
 }
 
 template <int T, bool GATED>
@@ -313,7 +320,7 @@ cudaError_t launch_decode_t(cudaStream_t s, const sm_moe_grouped_args *a, const 
 template <bool GATED>
 cudaError_t launch_decode(cudaStream_t s, const sm_moe_grouped_args *a, const void *in, const void *w,
                           const float *weight, void *out, int K, int N) {
-    switch (decode_tile(a->n_assign, K)) {
+    switch (decode_tile(a, K)) {
     case 1: return launch_decode_t<1, GATED>(s, a, in, w, weight, out, K, N);
     case 2: return launch_decode_t<2, GATED>(s, a, in, w, weight, out, K, N);
     case 4: return launch_decode_t<4, GATED>(s, a, in, w, weight, out, K, N);
