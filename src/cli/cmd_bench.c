@@ -98,6 +98,8 @@ static int bench_moe_layer(int argc, char **argv) {
     rc = sm_bench_moe_layer(&o, &err) ? 1 : 0;
     if (rc) fprintf(stderr, "specmoe bench moe-layer: %s\n", err.msg);
 #else
+    (void)shape;
+    (void)json;
     fprintf(stderr, "specmoe bench moe-layer: this build has no CUDA (configure with -DSPECMOE_CUDA=ON)\n");
     rc = 1;
 #endif

@@ -4,6 +4,7 @@
  * so scaling its input row scales its output row). GEMM shapes are per expert, so this runner
  * needs the expert offsets on the host; a graph captured with it replays that routing only.
  * Heuristic results are cached per (m, n, k). */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +20,7 @@
 
 typedef struct lt_plan {
     int m, n, k;                              /* cuBLASLt's column-major view */
+    unsigned align;                           /* bytes every operand pointer is aligned to */
     cublasLtMatrixLayout_t a, b, c;
     cublasLtMatmulAlgo_t algo;
 } lt_plan;
@@ -95,11 +97,18 @@ static sm_status layout(cublasLtMatrixLayout_t *l, int rows, int cols, int ld, s
                            "cublaslt runner: layout %dx%d (ld %d)", rows, cols, ld);
 }
 
+/* Largest power of two (<= 256) dividing every address: an expert's rows start at any multiple of
+ * 16 bytes, and cuBLASLt's heuristic assumes 256-byte operands unless told otherwise. */
+static unsigned alignment_of(const void *a, const void *b, const void *c) {
+    uintptr_t bits = (uintptr_t)a | (uintptr_t)b | (uintptr_t)c | 256u;
+    return (unsigned)(bits & (~bits + 1));
+}
+
 /* The cached plan for D[m×n] = op(A)[m×k] · B[k×n] (column-major), made on first use. */
-static sm_status get_plan(sm_runner *r, int m, int n, int k, const lt_plan **out, sm_error *err) {
+static sm_status get_plan(sm_runner *r, int m, int n, int k, unsigned align, const lt_plan **out, sm_error *err) {
     for (int i = 0; i < r->n_plans; i++) {
         const lt_plan *p = &r->plans[i];
-        if (p->m == m && p->n == n && p->k == k) {
+        if (p->m == m && p->n == n && p->k == k && p->align == align) {
             *out = p;
             return SM_OK;
         }
@@ -111,7 +120,14 @@ static sm_status get_plan(sm_runner *r, int m, int n, int k, const lt_plan **out
         r->plans = grown;
         r->cap_plans = cap;
     }
-    lt_plan p = {.m = m, .n = n, .k = k};
+    lt_plan p = {.m = m, .n = n, .k = k, .align = align};
+    const cublasLtMatmulPreferenceAttributes_t align_attrs[] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    uint32_t a32 = align;
+    for (size_t i = 0; i < sizeof align_attrs / sizeof align_attrs[0]; i++)
+        SM_TRY(sm_cublas_check(cublasLtMatmulPreferenceSetAttribute(r->pref, align_attrs[i], &a32, sizeof a32), err,
+                               "cublaslt runner: setting operand alignment %u", align));
     /* A is stored k×m (a [m, k] row-major weight), B k×n (n rows of k), D m×n (n rows of m). */
     SM_TRY(layout(&p.a, k, m, k, err));
     sm_status s = layout(&p.b, k, n, k, err);
@@ -135,7 +151,7 @@ static sm_status get_plan(sm_runner *r, int m, int n, int k, const lt_plan **out
 static sm_status gemm_xwt(sm_runner *r, cudaStream_t stream, const sm_bf16_bits *w, const sm_bf16_bits *x,
                           sm_bf16_bits *c, int rows, int n_out, int k, sm_error *err) {
     const lt_plan *p = NULL;
-    SM_TRY(get_plan(r, n_out, rows, k, &p, err));
+    SM_TRY(get_plan(r, n_out, rows, k, alignment_of(w, x, c), &p, err));
     const float one = 1.0f, zero = 0.0f;
     return sm_cublas_check(cublasLtMatmul(r->lt, r->desc, &one, w, p->a, x, p->b, &zero, c, p->c, c, p->c, &p->algo,
                                           r->workspace, LT_WORKSPACE_BYTES, stream),

@@ -179,6 +179,14 @@ static void test_graph_replay(const char *name, bool new_routing_each_replay) {
     sm_moe_device_batch batch = {.layer = 0, .n_assign = n, .expert_offsets = d_off,
                                  .expert_offsets_host = new_routing_each_replay ? NULL : first.offsets,
                                  .x = d_x, .weight = d_w, .y = d_y};
+    /* One eager forward first, as a step loop would before capturing (cuBLASLt plans are made
+     * on first use); its inputs are zeros, the replays below use fresh ones. */
+    gpu_test_cuda(cudaMemset(d_x, 0, (size_t)n * H * 2), "x");
+    gpu_test_cuda(cudaMemset(d_w, 0, sizeof(float) * n), "w");
+    gpu_test_cuda(cudaMemcpy(d_off, first.offsets, sizeof(int) * (E + 1), cudaMemcpyHostToDevice), "offsets");
+    CHECK_OK(sm_runner_forward_device(b, gr, stream, &(sm_moe_device_batch){.layer = 0, .n_assign = n,
+             .expert_offsets = d_off, .expert_offsets_host = first.offsets, .x = d_x, .weight = d_w, .y = d_y}, &err), &err);
+    gpu_test_cuda(cudaStreamSynchronize(stream), "eager forward");
     cudaGraph_t graph = NULL;
     cudaGraphExec_t exec = NULL;
     gpu_test_cuda(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "begin capture");
