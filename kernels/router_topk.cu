@@ -51,7 +51,7 @@ __global__ void __launch_bounds__(TOPK_WARPS * 32)
         }
         const float w = expf(bv - mx) / sum;
         picked_sum += w;
-        if (lane == j % 32) { /* lane j keeps the j-th result (rounds beyond 32 write directly) */
+        if (j < 32 && lane == j) { /* lane j keeps the j-th result; rounds beyond 32 write directly */
             my_id = bi;
             my_w = w;
         }
