@@ -34,7 +34,7 @@ endfunction()
 
 specmoe_fuzz(fuzz_tokenizer ITERATIONS 3000
              SEEDS --ext .json tests/fixtures/tokenizers --ext .txt tests/fuzz/corpus/tokenizer_text)
-specmoe_fuzz(fuzz_safetensors ITERATIONS 6000
+specmoe_fuzz(fuzz_safetensors ITERATIONS 20000
              SEEDS --ext .safetensors tests/fixtures/loader/st tests/fixtures/loader/ckpt)
-specmoe_fuzz(fuzz_config ITERATIONS 6000
+specmoe_fuzz(fuzz_config ITERATIONS 30000
              SEEDS --ext .json tests/fixtures/loader/configs)

@@ -58,7 +58,7 @@ static sm_tokenizer **fixtures(int *n) {
     static sm_tokenizer *toks[8];
     static int count = -1;
     if (count < 0) {
-        static const char *const names[] = {"gpt2", "llama3", "qwen2", "olmoe", "llama2", "mixtral_meta"};
+        static const char *const names[] = {"gpt2", "llama3", "qwen2", "olmoe", "llama2", "mixtral_meta", "affixes"};
         const char *root = getenv("SPECMOE_SOURCE_DIR");
         count = 0;
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {

@@ -10,7 +10,7 @@
 #include "model/tokenizer.h"
 #include "test.h"
 
-static const char *const fixtures[] = {"gpt2", "llama3", "qwen2", "olmoe", "llama2", "mixtral_meta"};
+static const char *const fixtures[] = {"gpt2", "llama3", "qwen2", "olmoe", "llama2", "mixtral_meta", "affixes"};
 /* Those without a normalizer that changes text or an <unk>: decode(encode(t)) == t. */
 static const char *const lossless[] = {"gpt2", "llama3", "llama2"};
 
