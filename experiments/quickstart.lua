@@ -12,8 +12,9 @@ return sm.experiment {
   description = "target alone vs target + draft model (k = 4), greedy",
   target = sm.model { path = "experiments/models/target", moe_runner_backend = "ref" },
   draft = sm.model { path = "experiments/models/draft", moe_runner_backend = "ref" },
-  -- Generated prompts need no tokenizer; swap in prompts_file = "experiments/prompts.jsonl" for text.
-  workload = { num_prompts = 8, random_input_len = 32, max_new_tokens = 48, max_concurrency = 2 },
+  -- Held-out Python source the pair never saw in training (experiments/train/train.py).
+  workload = { prompts_file = "experiments/prompts/heldout.jsonl", num_prompts = 16, max_new_tokens = 48,
+               max_concurrency = 2 },
   sampling = { temperature = 0 },
   repeats = 2,          -- interleaved: baseline, spec, baseline, spec
   seed = 1,

@@ -38,7 +38,9 @@ static sm_status parse_json_line(const char *line, size_t len, const char *path,
     if (!o) return sm_fail(err, SM_EFORMAT, "%s:%d: not JSON: %s", path, lineno, je.text);
     sm_status s = SM_OK;
     *out = (sm_prompt){0};
+    /* "prompt" as in vLLM's custom datasets; "text" as in experiments/prompts/heldout.jsonl */
     json_t *text = json_is_object(o) ? json_object_get(o, "prompt") : NULL;
+    if (!text && json_is_object(o)) text = json_object_get(o, "text");
     json_t *ids = json_is_object(o) ? json_object_get(o, "prompt_ids") : NULL;
     json_t *mnt = json_is_object(o) ? json_object_get(o, "max_new_tokens") : NULL;
     if (!json_is_object(o)) {

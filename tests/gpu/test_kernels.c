@@ -110,7 +110,7 @@ static void test_moe_grouped(void) {
     /* Bad arguments are errors with a message, not crashes. */
     sm_error err = {0};
     sm_moe_grouped_args bad = {.num_experts = 4, .hidden = 60, .ffn = 32, .n_assign = 1};
-    CHECK(sm_cuda_moe_gate_up(0, &bad, NULL, NULL, NULL, &err) == SM_EINVAL && strstr(err.msg, "multiple of 8"),
+    CHECK(sm_cuda_moe_gate_up(0, &bad, NULL, NULL, NULL, &err) == SM_EINVAL && strstr(err.msg, "multiples of 8"),
           "hidden 60 must be refused, got: %s", err.msg);
 }
 
