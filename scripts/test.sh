@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
-specmoe_install_deps chromium
+specmoe_install_deps chromium python3
 jobs="$(nproc)"
 
 echo "== build (warnings are errors) =="

@@ -63,17 +63,17 @@ static int read_all(const char *path, char **data, size_t *len) {
 
 int sm_cmd_tokenize(int argc, char **argv) {
     const char *model_dir = NULL, *tok_file = NULL, *text = NULL, *file = NULL;
-    bool no_special = false;
+    bool add_special = false;
     sm_arg args[] = {
         {"model", SM_ARG_STRING, &model_dir, "checkpoint directory with tokenizer.json"},
         {"tokenizer", SM_ARG_STRING, &tok_file, "tokenizer.json file (instead of --model)"},
         {"text", SM_ARG_STRING, &text, "text to encode"},
         {"file", SM_ARG_STRING, &file, "encode the contents of a file ('-' = stdin; the default)"},
-        {"no-special", SM_ARG_FLAG, &no_special, "do not add the post-processor's special tokens (e.g. <s>)"},
+        {"add-special", SM_ARG_FLAG, &add_special, "add the post-processor's special tokens (e.g. <s>), as a chat or generate prompt gets them"},
     };
     const char *pos[1];
     int n_pos;
-    int rc = sm_args_parse("tokenize", "(--model DIR | --tokenizer FILE) [--text T | --file F] [--no-special]", args,
+    int rc = sm_args_parse("tokenize", "(--model DIR | --tokenizer FILE) [--text T | --file F] [--add-special]", args,
                            (int)(sizeof args / sizeof args[0]), argc, argv, pos, 0, &n_pos);
     if (rc) return rc < 0 ? 0 : rc;
     if (text && file) {
@@ -90,7 +90,7 @@ int sm_cmd_tokenize(int argc, char **argv) {
     }
     int *ids = NULL, n_ids = 0;
     sm_error err = {0};
-    if (sm_tokenizer_encode(tok, text, len, !no_special, &ids, &n_ids, &err) != SM_OK) {
+    if (sm_tokenizer_encode(tok, text, len, add_special, &ids, &n_ids, &err) != SM_OK) {
         fprintf(stderr, "specmoe tokenize: %s\n", err.msg);
         rc = 1;
     } else {

@@ -21,10 +21,10 @@ for line in open(sys.argv[1], encoding="utf-8"):
         break
 PY
 )
-got=$("$bin" tokenize --tokenizer "$fx/llama2/tokenizer.json" --text "Hello world")
+got=$("$bin" tokenize --tokenizer "$fx/llama2/tokenizer.json" --text "Hello world" --add-special)
 check "tokenize llama2 'Hello world'" "$got" "$want"
 
-ids=$("$bin" tokenize --model "$fx/gpt2" --text "Hello world 😀 ok" --no-special | tr -d '[] ')
+ids=$("$bin" tokenize --model "$fx/gpt2" --text "Hello world 😀 ok" | tr -d '[] ')
 check "tokenize --model DIR gives ids" "$([ -n "$ids" ] && echo yes)" "yes"
 text=$("$bin" detokenize --model "$fx/gpt2" --ids "$ids")
 check "detokenize round trip" "$text" "Hello world 😀 ok"
@@ -34,9 +34,9 @@ a=$("$bin" tokenize --tokenizer "$fx/qwen2/tokenizer.json" --file "$tmp/input.tx
 b=$(printf 'from a file\n' | "$bin" tokenize --tokenizer "$fx/qwen2/tokenizer.json")
 check "--file equals stdin" "$a" "$b"
 
-with=$("$bin" tokenize --tokenizer "$fx/llama3/tokenizer.json" --text "hi" | tr -d '[] ')
-without=$("$bin" tokenize --tokenizer "$fx/llama3/tokenizer.json" --text "hi" --no-special | tr -d '[] ')
-check "--no-special drops <|begin_of_text|>" "$with" "0,$without"
+with=$("$bin" tokenize --tokenizer "$fx/llama3/tokenizer.json" --text "hi" --add-special | tr -d '[] ')
+without=$("$bin" tokenize --tokenizer "$fx/llama3/tokenizer.json" --text "hi" | tr -d '[] ')
+check "--add-special adds <|begin_of_text|>, the default does not" "$with" "0,$without"
 bos_text=$("$bin" detokenize --tokenizer "$fx/llama3/tokenizer.json" --ids "$with")
 skip_text=$("$bin" detokenize --tokenizer "$fx/llama3/tokenizer.json" --ids "$with" --skip-special)
 check "detokenize keeps specials" "$bos_text" "<|begin_of_text|>hi"
