@@ -2,3 +2,4 @@
 specmoe_test(test_exp_db SOURCES unit/test_exp_db.c)
 specmoe_script_test(exp_cli tests/exp/test_cli.sh)
 specmoe_script_test(exp_html_chromium tests/exp/test_html.sh LABELS chromium)
+specmoe_test(test_exp_routes SOURCES unit/test_exp_routes.c)

@@ -2,10 +2,9 @@
  * of the models an engine runs, collected during a step and written after it, when the
  * requests the rows belong to are known.
  *
- * Stopgap: spec.h offers no way to observe routing next to the engine (the engine owns the
- * target's route observer) nor the row -> (sequence, position) layout of a step, so the tap
- * reads the engine's internals (spec/spec_internal.h) and forwards every callback to the
- * engine's own counter. Replace with a public hook when spec.h gains one. */
+ * The target is watched through the engine's public route observer (sm_spec_set_route_observer),
+ * which says what every row of a target forward is (sequence, position, prefill/decode/verify);
+ * the draft model, which the engine does not observe, through its own sm_route_observer. */
 #ifndef SM_EXP_ROUTE_TAP_H
 #define SM_EXP_ROUTE_TAP_H
 
@@ -17,7 +16,7 @@
 
 typedef struct sm_route_tap sm_route_tap;
 
-/* draft may be NULL. Installs observers on target (and draft) until freed. */
+/* draft may be NULL. Observes the engine's target (and the draft) until freed. */
 sm_status sm_route_tap_create(sm_spec_engine *engine, sm_model *target, sm_model *draft, bool record_routes,
                               sm_route_tap **out, sm_error *err);
 void sm_route_tap_free(sm_route_tap *t);

@@ -142,7 +142,7 @@ void sm_spec_engine_free(sm_spec_engine *e) {
     if (e->drafter) e->drafter->destroy(e->drafter_state);
     free(e->self_layers); free(e->self_skip_layers);
     free(e->slots); free(e->step_seqs); free(e->seq_steps); free(e->spans); free(e->reqs); free(e->req_of_seq);
-    free(e->draft_tokens); free(e->emitted); free(e->q); free(e->probs); free(e->rows); free(e->logits);
+    free(e->draft_tokens); free(e->emitted); free(e->q); free(e->probs); free(e->rows); free(e->row_info); free(e->logits);
     free(e->touched_verify); free(e->touched_single); free(e->touched_verify_seq); free(e->touched_single_seq);
     free(e->expert_stamp);
     free(e);

@@ -42,6 +42,8 @@ void sm_spec_experts_reset(sm_spec_engine *e, int n_step_seqs) {
 void sm_spec_on_route(void *ctx, int layer, int n_rows, int top_k, const int *expert_ids, const float *weights) {
     sm_spec_engine *e = ctx;
     if (!e->counting || layer < 0 || layer >= e->num_layers) return;
+    if (e->route_observer.on_route)
+        e->route_observer.on_route(e->route_observer.ctx, layer, n_rows, top_k, expert_ids, weights, e->row_info);
     int L = e->num_layers;
     /* per sequence */
     for (int i = 0; i < e->n_step_seqs; i++) {
@@ -67,4 +69,8 @@ void sm_spec_on_route(void *ctx, int layer, int n_rows, int top_k, const int *ex
     }
     e->touched_verify[layer] = v;
     e->touched_single[layer] = s;
+}
+
+void sm_spec_set_route_observer(sm_spec_engine *e, const sm_spec_route_observer *obs) {
+    e->route_observer = obs ? *obs : (sm_spec_route_observer){0};
 }

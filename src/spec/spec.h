@@ -165,6 +165,9 @@ typedef struct sm_spec_seq_step {
      * this sequence would route). NULL at prefill or for dense targets. */
     const int *experts_touched_verify;
     const int *experts_touched_single;
+    /* This sequence's rows in the step's target forward: [row_begin, row_end), in the row order
+     * a route observer (below) sees. */
+    int row_begin, row_end;
 } sm_spec_seq_step;
 
 /* One step of the engine; valid until the next step. */
@@ -186,6 +189,38 @@ typedef struct sm_spec_step_metrics {
 /* Advances every active sequence by one step. *metrics (may be NULL) describes it; n_seqs is 0
  * when nothing was active. */
 sm_status sm_spec_step(sm_spec_engine *e, const sm_spec_step_metrics **metrics, sm_error *err);
+
+/* ---- observing the target's routing ------------------------------------------------------ */
+
+/* What one row of a step's target forward is. */
+typedef enum sm_spec_row_kind {
+    SM_SPEC_ROW_PREFILL = 0, /* a prompt token of a sequence being prefilled */
+    SM_SPEC_ROW_DECODE = 1,  /* a sequence's last committed token: the row a plain decode step runs */
+    SM_SPEC_ROW_VERIFY = 2,  /* a draft token under verification (it may be rejected) */
+} sm_spec_row_kind;
+
+typedef struct sm_spec_row_info {
+    int64_t seq_id;
+    void *user;              /* the sequence's user pointer */
+    int pos;                 /* position in the sequence */
+    sm_spec_row_kind kind;
+} sm_spec_row_info;
+
+/* Called for every MoE layer of every target forward that sm_spec_step runs (the engine owns
+ * the target's sm_route_observer, so this is how anyone else watches the target route).
+ * expert_ids / weights: [n_rows * top_k] in row order; rows: [n_rows] what each row is. Rows of
+ * one sequence are consecutive with increasing positions. Which rows the text kept is known
+ * when the step returns: a row's routing belongs to the sequence's text iff its pos is below
+ * the sequence's context_len - 1 after the step (rejected drafts lie beyond; the last emitted
+ * token has not been through the target yet). Every pointer is valid during the call only. */
+typedef struct sm_spec_route_observer {
+    void (*on_route)(void *ctx, int layer, int n_rows, int top_k, const int *expert_ids, const float *weights,
+                     const sm_spec_row_info *rows);
+    void *ctx;
+} sm_spec_route_observer;
+
+/* NULL clears. Dense targets never call it. */
+void sm_spec_set_route_observer(sm_spec_engine *e, const sm_spec_route_observer *obs);
 
 /* Counters over drafts (decode steps with num_proposed > 0), named as in vLLM / SGLang. */
 typedef struct sm_spec_counters {

@@ -60,6 +60,8 @@ struct sm_spec_engine {
     unsigned stamp;
     int n_step_seqs;
     bool counting;                                 /* observer active during verify */
+    sm_spec_route_observer route_observer;         /* the user's, called after counting */
+    sm_spec_row_info *row_info;                    /* [rows_cap]: what each target row is */
 
     sm_spec_step_metrics metrics;
 };

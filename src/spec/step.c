@@ -10,6 +10,9 @@ static sm_status reserve(sm_spec_engine *e, int rows, int logit_rows, sm_error *
         sm_row *r = realloc(e->rows, (size_t)rows * sizeof *r);
         if (!r) return sm_fail(err, SM_ENOMEM, "spec step: out of memory for %d target rows", rows);
         e->rows = r;
+        sm_spec_row_info *ri = realloc(e->row_info, (size_t)rows * sizeof *ri);
+        if (!ri) return sm_fail(err, SM_ENOMEM, "spec step: out of memory for %d target rows", rows);
+        e->row_info = ri;
         e->rows_cap = rows;
     }
     if (logit_rows > e->logits_cap) {
@@ -95,12 +98,18 @@ static sm_status verify(sm_spec_engine *e, int n, sm_error *err) {
         spec_seq *q = e->step_seqs[i];
         step_span *sp = &e->spans[i];
         sp->row_begin = r;
-        for (int p = sm_model_seq_length(e->target, q->slot); p < q->len; p++)
+        sm_spec_row_kind kind = q->prefilled ? SM_SPEC_ROW_DECODE : SM_SPEC_ROW_PREFILL;
+        for (int p = sm_model_seq_length(e->target, q->slot); p < q->len; p++) {
+            e->row_info[r] = (sm_spec_row_info){.seq_id = q->id, .user = q->user, .pos = p, .kind = kind};
             e->rows[r++] = (sm_row){.seq = q->slot, .token = q->tokens[p], .pos = p, .want_logits = p == q->len - 1};
+        }
         sp->first_row = q->prefilled ? r - 1 : -1;
         const int *d = e->draft_tokens + (long)i * e->k;
-        for (int j = 0; j < n_proposed(e, i); j++)
+        for (int j = 0; j < n_proposed(e, i); j++) {
+            e->row_info[r] = (sm_spec_row_info){.seq_id = q->id, .user = q->user, .pos = q->len + j,
+                                                .kind = SM_SPEC_ROW_VERIFY};
             e->rows[r++] = (sm_row){.seq = q->slot, .token = d[j], .pos = q->len + j, .want_logits = true};
+        }
         sp->row_end = r;
     }
     e->metrics.n_target_rows = n_rows;
@@ -155,7 +164,8 @@ static sm_status accept(sm_spec_engine *e, int i, const float *logits, bool gree
     *st = (sm_spec_seq_step){.seq_id = q->id, .user = q->user,
                              .phase = q->prefilled ? SM_SPEC_PHASE_DECODE : SM_SPEC_PHASE_PREFILL,
                              .num_proposed = np, .num_accepted = n_acc, .num_emitted = ne, .emitted = em,
-                             .context_len = q->len, .finish = finish};
+                             .context_len = q->len, .finish = finish,
+                             .row_begin = e->spans[i].row_begin, .row_end = e->spans[i].row_end};
     for (int j = 0; j < n_acc; j++) st->accepted_mask |= 1ull << j;
     if (e->num_experts > 0 && q->prefilled) {
         st->experts_touched_verify = e->touched_verify_seq + (long)i * e->num_layers;
