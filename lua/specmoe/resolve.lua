@@ -63,11 +63,13 @@ local function check_model(a, prefix, at, context, script_dir)
       fail(at, "%s: unknown %s_dtype '%s' (known: auto, %s)", context, prefix, dtype,
         table.concat(core.dtypes(), ", "))
     end
-    if not core.load_dtype_ok(dtype) then
-      fail(at, "%s: %s_dtype \"%s\": the model loader cannot convert weights to it yet; use \"auto\"", context, prefix, dtype)
-    end
-    if runner ~= "auto" and not core.runner_accepts(runner, dtype) then
-      fail(at, "%s: MoE runner backend '%s' does not take %s weights (%s_dtype)", context, runner, dtype, prefix)
+    dtype = core.dtype_canonical(dtype)
+    -- The dtype the runner stores expert weights in: each runner declares which it takes.
+    local takes, picked = core.runner_weight_dtypes(runner)
+    if not set_of(takes)[dtype] then
+      local which = runner == "auto" and ("'auto' (" .. picked .. " here)") or ("'" .. runner .. "'")
+      fail(at, "%s: %s_dtype '%s': MoE runner backend %s takes expert weights in %s (or auto)", context, prefix,
+        a[prefix .. "_dtype"], which, table.concat(takes, ", "))
     end
   end
   a[prefix .. "_moe_runner_backend"], a[prefix .. "_moe_a2a_backend"], a[prefix .. "_dtype"] = runner, a2a, dtype

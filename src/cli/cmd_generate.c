@@ -40,7 +40,7 @@ static void stream_text(const sm_tokenizer *tok, const int *ids, int n, size_t *
 }
 
 typedef struct gen_opts {
-    const char *model_dir, *prompt, *prompt_ids, *runner, *draft_dir, *drafter, *draft_runner;
+    const char *model_dir, *prompt, *prompt_ids, *runner, *draft_dir, *drafter, *draft_runner, *dtype, *draft_dtype;
     const char *self_layers, *self_skip_layers;
     int max_new, seed, threads, top_k, k, self_top_k, ngram_min, ngram_max;
     double temperature, top_p;
@@ -126,6 +126,7 @@ int sm_cmd_generate(int argc, char **argv) {
         {"top-k", SM_ARG_INT, &o.top_k, "keep the k most likely tokens (default 0 = off)"},
         {"seed", SM_ARG_INT, &o.seed, "random seed (default 0)"},
         {"moe-runner-backend", SM_ARG_STRING, &o.runner, "MoE runner backend (default auto)"},
+        {"dtype", SM_ARG_STRING, &o.dtype, "expert weight dtype: auto | f32 | bf16 | ... as the runner takes (default auto)"},
         {"threads", SM_ARG_INT, &o.threads, "CPU threads (default: all cores)"},
         {"print-ids", SM_ARG_FLAG, &o.print_ids, "print the generated token ids as JSON instead of text"},
         {"ignore-eos", SM_ARG_FLAG, &o.ignore_eos, "keep generating past the end-of-sequence token"},
@@ -135,6 +136,7 @@ int sm_cmd_generate(int argc, char **argv) {
         {"k", SM_ARG_INT, &o.k, "draft tokens per step, 1..64 (default 4 with a drafter)"},
         {"num-speculative-tokens", SM_ARG_INT, &o.k, "same as --k"},
         {"speculative-moe-runner-backend", SM_ARG_STRING, &o.draft_runner, "MoE runner backend of the draft model"},
+        {"speculative-dtype", SM_ARG_STRING, &o.draft_dtype, "expert weight dtype of the draft model (default auto)"},
         {"self-layers", SM_ARG_STRING, &o.self_layers, "self drafter: layers to run, e.g. 0,2"},
         {"self-skip-layers", SM_ARG_STRING, &o.self_skip_layers, "self drafter: layers to skip, e.g. 1"},
         {"self-top-k", SM_ARG_INT, &o.self_top_k, "self drafter: experts per token (default: the model's)"},
@@ -166,7 +168,7 @@ int sm_cmd_generate(int argc, char **argv) {
         const char *opt = o.self_layers ? "--self-layers" : "--self-skip-layers";
         if (sm_args_parse_ids(opt, o.self_layers ? o.self_layers : o.self_skip_layers, &self_list, &n_self_list)) return 2;
     }
-    sm_model_opts opts = {.moe_runner_backend = o.runner, .n_threads = o.threads, .max_seqs = 1};
+    sm_model_opts opts = {.moe_runner_backend = o.runner, .n_threads = o.threads, .max_seqs = 1, .dtype = o.dtype};
     if (sm_model_load(o.model_dir, &opts, &m, &err)) { rc = fail("generate", &err); goto done; }
     const sm_model_config *cfg = sm_model_cfg(m);
     const sm_tokenizer *tok = sm_model_tokenizer(m);
@@ -190,7 +192,7 @@ int sm_cmd_generate(int argc, char **argv) {
         .num_speculative_tokens = o.k, .drafter = o.drafter,
         .sampling = {.temperature = (float)o.temperature, .top_p = (float)o.top_p, .top_k = o.top_k},
         .draft_dir = o.draft_dir,
-        .draft_opts = {.moe_runner_backend = o.draft_runner, .n_threads = o.threads},
+        .draft_opts = {.moe_runner_backend = o.draft_runner, .n_threads = o.threads, .dtype = o.draft_dtype},
         .ngram_min = o.ngram_min, .ngram_max = o.ngram_max,
         .self_layers = o.self_layers ? self_list : NULL, .n_self_layers = o.self_layers ? n_self_list : 0,
         .self_skip_layers = o.self_skip_layers ? self_list : NULL, .n_self_skip_layers = o.self_skip_layers ? n_self_list : 0,

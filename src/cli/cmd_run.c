@@ -31,6 +31,7 @@ static void on_signal(int sig) {
 
 typedef struct loaded_model {
     const sm_model_settings *settings;
+    const char *role;   /* a draft never shares the target's instance: each needs its own KV cache */
     sm_model *model;
 } loaded_model;
 
@@ -46,7 +47,8 @@ static sm_status get_model(model_cache *c, const sm_model_settings *ms, const ch
                            sm_model **out, sm_error *err) {
     for (int i = 0; i < c->n; i++) {
         const sm_model_settings *x = c->items[i].settings;
-        if (same_str(x->path, ms->path) && same_str(x->moe_runner_backend, ms->moe_runner_backend) &&
+        if (!strcmp(c->items[i].role, role) && same_str(x->path, ms->path) &&
+            same_str(x->moe_runner_backend, ms->moe_runner_backend) &&
             same_str(x->moe_a2a_backend, ms->moe_a2a_backend) && same_str(x->dtype, ms->dtype)) {
             *out = c->items[i].model;
             return SM_OK;
@@ -55,6 +57,7 @@ static sm_status get_model(model_cache *c, const sm_model_settings *ms, const ch
     sm_model_opts o = c->base;
     o.moe_runner_backend = ms->moe_runner_backend;
     o.moe_a2a_backend = ms->moe_a2a_backend;
+    o.dtype = ms->dtype;
     sm_model *m;
     if (sm_model_load(ms->path, &o, &m, err) != SM_OK)
         return sm_error_prefix(err, "%s: loading the %s model %s: ", where, role, ms->path);
@@ -64,7 +67,7 @@ static sm_status get_model(model_cache *c, const sm_model_settings *ms, const ch
         return sm_fail(err, SM_ENOMEM, "out of memory");
     }
     c->items = grown;
-    c->items[c->n++] = (loaded_model){ms, m};
+    c->items[c->n++] = (loaded_model){ms, role, m};
     *out = m;
     return SM_OK;
 }

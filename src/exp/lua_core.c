@@ -76,18 +76,30 @@ static int l_dtype_known(lua_State *L) {
     return 1;
 }
 
-static int l_runner_accepts(lua_State *L) {
+/* runner_weight_dtypes(name) -> {"f32", "bf16", ...}, the dtypes the runner stores expert
+ * weights in, and the backend's name ("auto" resolves to what this build picks on the CPU);
+ * nil for an unknown runner. */
+static int l_runner_weight_dtypes(lua_State *L) {
     const sm_runner_backend *r = sm_runner_find(luaL_checkstring(L, 1), false);
-    sm_dtype d;
-    bool ok = r && sm_dtype_parse(luaL_checkstring(L, 2), &d) == 0 && (r->weight_dtypes & SM_DTYPE_BIT(d));
-    lua_pushboolean(L, ok);
-    return 1;
+    if (!r) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_newtable(L);
+    for (int d = 0, i = 0; d < SM_DTYPE_COUNT; d++) {
+        if (!(r->weight_dtypes & SM_DTYPE_BIT(d))) continue;
+        lua_pushstring(L, sm_dtype_name((sm_dtype)d));
+        lua_rawseti(L, -2, ++i);
+    }
+    lua_pushstring(L, r->name);
+    return 2;
 }
 
-/* What sm_model_load can hold weights in today: it has no dtype option yet, and computes in f32. */
-static int l_load_dtype_ok(lua_State *L) {
+/* Canonical name of a dtype ("float32" -> "f32"), or nil. */
+static int l_dtype_canonical(lua_State *L) {
     sm_dtype d;
-    lua_pushboolean(L, sm_dtype_parse(luaL_checkstring(L, 1), &d) == 0 && d == SM_DTYPE_F32);
+    if (sm_dtype_parse(luaL_checkstring(L, 1), &d) == 0) lua_pushstring(L, sm_dtype_name(d));
+    else lua_pushnil(L);
     return 1;
 }
 
@@ -178,8 +190,8 @@ static const luaL_Reg core_functions[] = {
     {"max_k", l_max_k},
     {"dtypes", l_dtypes},
     {"dtype_known", l_dtype_known},
-    {"runner_accepts", l_runner_accepts},
-    {"load_dtype_ok", l_load_dtype_ok},
+    {"runner_weight_dtypes", l_runner_weight_dtypes},
+    {"dtype_canonical", l_dtype_canonical},
     {"exists", l_exists},
     {"model_info", l_model_info},
     {"prompts_info", l_prompts_info},

@@ -108,6 +108,21 @@ static void weights_release(model_weights *w) {
     free(w);
 }
 
+/* The dtype the runner stores expert weights in: the one asked for, if the runner takes it. */
+static sm_status resolve_weight_dtype(const sm_runner_backend *rb, const char *name, sm_dtype *out, sm_error *err) {
+    *out = SM_DTYPE_F32;
+    if (!name || !strcmp(name, "auto")) return SM_OK;
+    char takes[128] = "";
+    for (int d = 0; d < SM_DTYPE_COUNT; d++)
+        if (rb->weight_dtypes & SM_DTYPE_BIT(d))
+            snprintf(takes + strlen(takes), sizeof takes - strlen(takes), "%s%s", takes[0] ? ", " : "",
+                     sm_dtype_name((sm_dtype)d));
+    if (sm_dtype_parse(name, out) != 0 || !(rb->weight_dtypes & SM_DTYPE_BIT(*out)))
+        return sm_fail(err, SM_EUNSUPPORTED, "dtype '%s': MoE runner backend '%s' takes expert weights in %s (or auto)",
+                       name, rb->name, takes);
+    return SM_OK;
+}
+
 static sm_status load_experts(model_weights *w, const sm_model_opts *opts, sm_error *err) {
     const sm_model_config *cfg = w->cfg;
     const char *name = opts->moe_runner_backend ? opts->moe_runner_backend : "auto";
@@ -121,7 +136,9 @@ static sm_status load_experts(model_weights *w, const sm_model_opts *opts, sm_er
         .num_layers = cfg->num_layers, .num_experts = cfg->num_experts, .hidden = cfg->hidden_size,
         .ffn = cfg->moe_intermediate_size, .top_k = cfg->num_experts_per_tok, .max_rows = 0,
     };
-    sm_runner_opts ropts = {.weight_dtype = SM_DTYPE_F32, .threads = w->threads};
+    sm_dtype weight_dtype;
+    SM_TRY(resolve_weight_dtype(w->runner_backend, opts->dtype, &weight_dtype, err));
+    sm_runner_opts ropts = {.weight_dtype = weight_dtype, .threads = w->threads};
     SM_TRY(w->runner_backend->create(&shape, &ropts, &w->runner, err));
     for (int l = 0; l < cfg->num_layers; l++) {
         const sm_layer_tensors *L = &w->ck->layers[l];

@@ -21,6 +21,7 @@ typedef struct sm_model_opts {
     int n_threads;                  /* 0 = all online cores */
     int max_seqs;                   /* KV cache slots (sequences alive at once); 0 = 1 */
     int max_context;                /* tokens per sequence; 0 = min(max_position_embeddings, 4096) */
+    const char *dtype;              /* expert weight dtype, one of the runner's weight_dtypes ("f32", "bf16"; NULL/"auto" = f32) */
 } sm_model_opts;
 
 /* One row of a forward batch. Rows of the same sequence must have consecutive positions

@@ -49,6 +49,26 @@ return sm.experiment {
 LUA
 expect_error "$T/backend.lua" "backend.lua:3:" "unknown MoE runner backend .*'reff'" "did you mean 'ref'"
 
+cat >"$T/dtype.lua" <<LUA
+local sm = require "specmoe"
+return sm.experiment {
+  target = sm.model { path = "$FIX", moe_runner_backend = "ref", dtype = "f16" },
+}
+LUA
+expect_error "$T/dtype.lua" "dtype.lua:3:" "target_dtype 'f16': MoE runner backend 'ref' takes expert weights in f32, bf16"
+
+# a dtype the runner stores reaches the model (a bf16 fixture: same tokens as f32)
+cat >"$T/bf16.lua" <<LUA
+local sm = require "specmoe"
+return sm.experiment {
+  name = "bf16",
+  target = sm.model { path = "$FIX", dtype = "bfloat16" },
+  workload = { num_prompts = 2, random_input_len = 4, max_new_tokens = 4 },
+}
+LUA
+"$BIN" run "$T/bf16.lua" --db "$T/bf16.db" >"$T/bf16" 2>&1 || fail "bf16 run: $(cat "$T/bf16")"
+[ "$(sqlite3 "$T/bf16.db" "SELECT target_dtype FROM arms")" = bf16 ] || fail "bf16: arms.target_dtype not the canonical name"
+
 cat >"$T/missing.lua" <<LUA
 local sm = require "specmoe"
 return sm.experiment {

@@ -1,5 +1,7 @@
 /* src/moe/runners/runner_ref.c — the CPU fp32 reference runner: the correctness oracle every
- * other runner is compared with. Weights are converted to fp32 at load. */
+ * other runner is compared with. Weights are stored in f32 (default) or bf16 (opts->weight_dtype,
+ * to see what bf16 weights do to the numbers); the math is always f32, so bf16 experts are
+ * widened to f32 scratch each time they are used. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,16 +12,18 @@
 struct sm_runner {
     sm_moe_shape shape;
     sm_threadpool *threads;
-    float **gate, **up, **down;   /* [layer * experts + expert] -> (ffn,hidden) / (hidden,ffn) */
+    sm_dtype store;               /* SM_DTYPE_F32 or SM_DTYPE_BF16 */
+    void **gate, **up, **down;    /* [layer * experts + expert] -> (ffn,hidden) / (hidden,ffn) in `store` */
     float *act;                   /* scratch: (rows, 2*ffn) */
     long act_cap;
+    float *wide;                  /* bf16 only: one expert's gate, up, down widened to f32 */
 };
 
 static void ref_destroy(sm_runner *r) {
     if (!r) return;
     long n = (long)r->shape.num_layers * r->shape.num_experts;
     for (long i = 0; i < n; i++) { free(r->gate[i]); free(r->up[i]); free(r->down[i]); }
-    free(r->gate); free(r->up); free(r->down); free(r->act);
+    free(r->gate); free(r->up); free(r->down); free(r->act); free(r->wide);
     free(r);
 }
 
@@ -28,10 +32,19 @@ static sm_status ref_create(const sm_moe_shape *shape, const sm_runner_opts *opt
     SM_TRY(sm_calloc((void **)&r, 1, sizeof *r, "ref runner", err));
     r->shape = *shape;
     r->threads = opts ? opts->threads : NULL;
+    r->store = opts ? opts->weight_dtype : SM_DTYPE_F32;
+    if (r->store != SM_DTYPE_F32 && r->store != SM_DTYPE_BF16) {
+        sm_dtype asked = r->store;
+        free(r);
+        return sm_fail(err, SM_EUNSUPPORTED, "ref runner: cannot store expert weights in %s (f32 or bf16)",
+                       sm_dtype_name(asked));
+    }
     long n = (long)shape->num_layers * shape->num_experts;
-    if (sm_calloc((void **)&r->gate, (size_t)n, sizeof(float *), "ref runner tables", err) ||
-        sm_calloc((void **)&r->up, (size_t)n, sizeof(float *), "ref runner tables", err) ||
-        sm_calloc((void **)&r->down, (size_t)n, sizeof(float *), "ref runner tables", err)) {
+    if (sm_calloc((void **)&r->gate, (size_t)n, sizeof(void *), "ref runner tables", err) ||
+        sm_calloc((void **)&r->up, (size_t)n, sizeof(void *), "ref runner tables", err) ||
+        sm_calloc((void **)&r->down, (size_t)n, sizeof(void *), "ref runner tables", err) ||
+        (r->store == SM_DTYPE_BF16 &&
+         sm_alloc((void **)&r->wide, (size_t)3 * shape->ffn * shape->hidden * sizeof(float), "ref runner scratch", err))) {
         ref_destroy(r);
         return err->code;
     }
@@ -39,10 +52,34 @@ static sm_status ref_create(const sm_moe_shape *shape, const sm_runner_opts *opt
     return SM_OK;
 }
 
-static sm_status to_f32(float **dst, const void *src, sm_dtype dtype, size_t n, sm_error *err) {
-    SM_TRY(sm_alloc((void **)dst, n * sizeof(float), "expert weights", err));
-    sm_convert_to_f32(*dst, src, dtype, n);
+/* One weight matrix in the runner's storage dtype (bf16 rounds to nearest even, as torch does). */
+static sm_status store_weights(const sm_runner *r, void **dst, const void *src, sm_dtype dtype, size_t n,
+                               sm_error *err) {
+    if (r->store == SM_DTYPE_F32) {
+        SM_TRY(sm_alloc(dst, n * sizeof(float), "expert weights", err));
+        sm_convert_to_f32(*dst, src, dtype, n);
+        return SM_OK;
+    }
+    SM_TRY(sm_alloc(dst, n * sizeof(uint16_t), "expert weights", err));
+    uint16_t *out = *dst;
+    if (dtype == SM_DTYPE_BF16) {
+        memcpy(out, src, n * sizeof(uint16_t));
+        return SM_OK;
+    }
+    float chunk[256];
+    for (size_t i = 0; i < n; i += 256) {
+        size_t m = n - i < 256 ? n - i : 256;
+        sm_convert_to_f32(chunk, (const char *)src + i * sm_dtype_size(dtype), dtype, m);
+        for (size_t j = 0; j < m; j++) out[i + j] = sm_f32_to_bf16(chunk[j]);
+    }
     return SM_OK;
+}
+
+/* The f32 view of a stored matrix: itself, or widened into dst. */
+static const float *as_f32(const sm_runner *r, const void *w, float *dst, size_t n) {
+    if (r->store == SM_DTYPE_F32) return w;
+    sm_convert_to_f32(dst, w, SM_DTYPE_BF16, n);
+    return dst;
 }
 
 static sm_status ref_load_expert(sm_runner *r, int layer, int expert, const sm_expert_weights *w, sm_error *err) {
@@ -52,9 +89,9 @@ static sm_status ref_load_expert(sm_runner *r, int layer, int expert, const sm_e
         return sm_fail(err, SM_EUNSUPPORTED, "ref runner: weights of dtype %s are not supported", sm_dtype_name(w->dtype));
     long i = (long)layer * r->shape.num_experts + expert;
     size_t n = (size_t)r->shape.ffn * r->shape.hidden;
-    SM_TRY(to_f32(&r->gate[i], w->gate, w->dtype, n, err));
-    SM_TRY(to_f32(&r->up[i], w->up, w->dtype, n, err));
-    SM_TRY(to_f32(&r->down[i], w->down, w->dtype, n, err));
+    SM_TRY(store_weights(r, &r->gate[i], w->gate, w->dtype, n, err));
+    SM_TRY(store_weights(r, &r->up[i], w->up, w->dtype, n, err));
+    SM_TRY(store_weights(r, &r->down[i], w->down, w->dtype, n, err));
     return SM_OK;
 }
 
@@ -72,12 +109,15 @@ static sm_status ref_forward(sm_runner *r, const sm_dispatch_out *in, sm_combine
         if (n == 0) continue;
         long i = (long)in->layer * r->shape.num_experts + e;
         if (!r->gate[i]) return sm_fail(err, SM_EINTERNAL, "ref runner: expert %d of layer %d was never loaded", e, in->layer);
+        size_t FH = (size_t)F * H;
+        const float *wg = as_f32(r, r->gate[i], r->wide, FH), *wu = as_f32(r, r->up[i], r->wide + FH, FH),
+                    *wd = as_f32(r, r->down[i], r->wide + 2 * FH, FH);
         float *g = r->act, *u = r->act + (long)n * F;
-        sm_cpu_matmul(r->threads, g, in->x + (long)a0 * H, r->gate[i], NULL, n, H, F);
-        sm_cpu_matmul(r->threads, u, in->x + (long)a0 * H, r->up[i], NULL, n, H, F);
+        sm_cpu_matmul(r->threads, g, in->x + (long)a0 * H, wg, NULL, n, H, F);
+        sm_cpu_matmul(r->threads, u, in->x + (long)a0 * H, wu, NULL, n, H, F);
         sm_cpu_silu_mul(g, g, u, n, F);
         float *y = out->y + (long)a0 * H;
-        sm_cpu_matmul(r->threads, y, g, r->down[i], NULL, n, F, H);
+        sm_cpu_matmul(r->threads, y, g, wd, NULL, n, F, H);
         for (int a = 0; a < n; a++) {
             float w = in->weight[a0 + a];
             for (int h = 0; h < H; h++) y[(long)a * H + h] *= w;
@@ -89,7 +129,8 @@ static sm_status ref_forward(sm_runner *r, const sm_dispatch_out *in, sm_combine
 const sm_runner_backend sm_runner_ref = {
     .name = "ref",
     .description = "CPU fp32 reference (correctness oracle)",
-    .weight_dtypes = SM_DTYPE_BIT(SM_DTYPE_F32) | SM_DTYPE_BIT(SM_DTYPE_BF16) | SM_DTYPE_BIT(SM_DTYPE_F16),
+    /* Storage dtypes; checkpoints in f32, bf16 or f16 all load into either. */
+    .weight_dtypes = SM_DTYPE_BIT(SM_DTYPE_F32) | SM_DTYPE_BIT(SM_DTYPE_BF16),
     .on_device = false,
     .create = ref_create,
     .load_expert = ref_load_expert,
