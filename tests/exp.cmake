@@ -5,3 +5,4 @@ specmoe_script_test(exp_html_chromium tests/exp/test_html.sh LABELS chromium)
 specmoe_test(test_exp_routes SOURCES unit/test_exp_routes.c)
 # sm.model's dtype reaches the MoE runner (sm_model_opts.dtype).
 specmoe_test(test_model_dtype SOURCES unit/test_model_dtype.c)
+specmoe_script_test(exp_interrupt tests/exp/test_interrupt.sh)

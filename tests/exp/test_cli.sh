@@ -159,6 +159,12 @@ for arm_id, arm in db.execute("SELECT arm_id, name FROM arms"):
 sys.exit(1 if bad else 0)
 PY
 
+# every worked query runs in the plain sqlite3 shell
+for f in db/queries/*.sql; do
+  sqlite3 -bail "$DB" <"$f" >"$T/query" 2>&1 || fail "$f: $(cat "$T/query")"
+done
+sqlite3 -csv "$DB" <db/queries/acceptance_by_arm.sql | grep -q '^ngram,ngram,2,' || fail "acceptance_by_arm.sql: no ngram row"
+
 # resume: the same script again skips every completed run
 "$BIN" run tests/exp/tiny.lua --db "$DB" >"$T/run2" 2>&1 || fail "resume failed: $(cat "$T/run2")"
 grep -q "0 runs recorded, 6 skipped" "$T/run2" || fail "resume: $(cat "$T/run2")"
