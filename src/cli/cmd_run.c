@@ -93,6 +93,7 @@ typedef struct run_ctx {
     const char *arm_name;
     int repeat, run_no, n_runs;
     int num_layers;
+    double progress_shown_s; /* when the progress line was last drawn (run time) */
 } run_ctx;
 
 static sm_status sink_emission(void *ctx, const sm_request_state *r, int emission_index, double time_s, int n_tokens,
@@ -150,7 +151,9 @@ static sm_status sink_after_step(void *ctx, const sm_spec_step_metrics *m, sm_er
 
 static void sink_progress(void *ctx, int done, int total, int64_t tokens, double elapsed_s) {
     run_ctx *c = ctx;
-    if (!c->tty) return;
+    /* Redrawn at most ten times a second: a tiny model steps far faster than a terminal reads. */
+    if (!c->tty || (done < total && elapsed_s - c->progress_shown_s < 0.1 && c->progress_shown_s > 0)) return;
+    c->progress_shown_s = elapsed_s;
     fprintf(stderr, "\r\033[K[%d/%d] arm %s, repeat %d: %d/%d requests, %lld tokens, %.1f tok/s", c->run_no, c->n_runs,
             c->arm_name, c->repeat, done, total, (long long)tokens, elapsed_s > 0 ? tokens / elapsed_s : 0.0);
     fflush(stderr);

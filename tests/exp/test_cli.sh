@@ -165,6 +165,16 @@ for f in db/queries/*.sql; do
 done
 sqlite3 -csv "$DB" <db/queries/acceptance_by_arm.sql | grep -q '^ngram,ngram,2,' || fail "acceptance_by_arm.sql: no ngram row"
 
+# progress: a line per run on a terminal (arm, repeat, requests, tokens/s), nothing otherwise
+if command -v script >/dev/null; then
+  script -qec "$BIN run tests/exp/tiny.lua --db $T/tty.db" /dev/null >"$T/tty" 2>&1 || fail "run on a tty: $(cat "$T/tty")"
+  for pat in "\[1/6\] arm baseline, repeat 0: 6/6 requests, 72 tokens, [0-9.]+ tok/s" "\[6/6\] arm ngram, repeat 1: 6/6 requests"; do
+    tr '\r' '\n' <"$T/tty" | grep -qE "$pat" || fail "tty progress lacks /$pat/: $(tr '\r' '\n' <"$T/tty" | head -5)"
+  done
+fi
+"$BIN" run tests/exp/tiny.lua --fresh --db "$T/quiet.db" >/dev/null 2>"$T/quiet" || fail "quiet run failed"
+[ -s "$T/quiet" ] && fail "progress written to a stderr that is not a terminal: $(head -c 300 "$T/quiet")"
+
 # resume: the same script again skips every completed run
 "$BIN" run tests/exp/tiny.lua --db "$DB" >"$T/run2" 2>&1 || fail "resume failed: $(cat "$T/run2")"
 grep -q "0 runs recorded, 6 skipped" "$T/run2" || fail "resume: $(cat "$T/run2")"
