@@ -13,6 +13,7 @@
 
 #include "model/checkpoint.h"
 #include "model/cpu_ops.h"
+#include "model/model_device.h"
 #include "moe/a2a.h"
 #include "moe/router.h"
 #include "moe/runner.h"
@@ -58,6 +59,10 @@ typedef struct scratch {
 } scratch;
 
 struct sm_model {
+    /* Device models (opts.device other than "cpu"): the backend owns weights, KV cache and the
+     * forward; this struct keeps lengths, observer and opts, and w is NULL. */
+    const sm_model_device *device;
+    sm_model_dev *dev;
     model_weights *w;
     sm_model_opts opts;
     int max_seqs, max_context;
@@ -215,10 +220,7 @@ static sm_status instance_create(model_weights *w, const sm_model_opts *opts, sm
     m->w = w;
     w->refcount++;
     m->opts = *opts;
-    m->max_seqs = opts->max_seqs > 0 ? opts->max_seqs : 1;
-    int ctx = opts->max_context > 0 ? opts->max_context : 4096;
-    if (ctx > cfg->max_position_embeddings) ctx = cfg->max_position_embeddings;
-    m->max_context = ctx;
+    sm_model_resolve_limits(opts, cfg, &m->max_seqs, &m->max_context);
     sm_status s;
     const char *a2a_name = opts->moe_a2a_backend ? opts->moe_a2a_backend : "local";
     m->a2a_backend = sm_a2a_find(a2a_name);
@@ -255,9 +257,54 @@ fail:
     return s;
 }
 
+/* A model whose weights, cache and forward live in a device backend. base: fork its weights. */
+static sm_status device_create(const sm_model_device *d, const char *dir, sm_model *base, const sm_model_opts *opts,
+                               sm_model **out, sm_error *err) {
+    sm_model *m;
+    SM_TRY(sm_calloc((void **)&m, 1, sizeof *m, "model", err));
+    m->device = d;
+    m->opts = *opts;
+    sm_status s;
+    if (base) {
+        sm_model_resolve_limits(opts, d->cfg(base->dev), &m->max_seqs, &m->max_context);
+        s = d->fork(base->dev, opts, m->max_seqs, m->max_context, &m->dev, err);
+    } else {
+        /* limits need the config; the backend resolves them the same way (sm_model_resolve_limits) */
+        sm_model_config cfg;
+        char path[4200];
+        snprintf(path, sizeof path, "%s/config.json", dir);
+        s = sm_config_load(path, &cfg, err);
+        if (!s) {
+            sm_model_resolve_limits(opts, &cfg, &m->max_seqs, &m->max_context);
+            sm_config_free(&cfg);
+            s = d->load(dir, opts, m->max_seqs, m->max_context, &m->dev, err);
+        }
+    }
+    if (!s) s = sm_calloc((void **)&m->seq_len, (size_t)m->max_seqs, sizeof(int), "KV lengths", err);
+    if (s) {
+        sm_model_free(m);
+        return s;
+    }
+    *out = m;
+    return SM_OK;
+}
+
+static bool is_cpu(const char *device) { return !device || !strcmp(device, "cpu"); }
+
 sm_status sm_model_load(const char *dir, const sm_model_opts *opts, sm_model **out, sm_error *err) {
     sm_model_opts defaults = {0};
     if (!opts) opts = &defaults;
+    if (!is_cpu(opts->device)) {
+        const sm_model_device *d = sm_model_device_find(opts->device);
+        if (!d) {
+            char names[128];
+            sm_model_device_names(names, sizeof names);
+            return sm_fail(err, SM_EINVAL, "unknown device '%s' (this build has: %s)", opts->device, names);
+        }
+        return device_create(d, dir, NULL, opts, out, err);
+    }
+    if (opts->random_weights)
+        return sm_fail(err, SM_EUNSUPPORTED, "%s: random weights need device 'cuda' (the CPU model reads the checkpoint)", dir);
     model_weights *w;
     SM_TRY(weights_load(dir, opts, &w, err));
     sm_status s = instance_create(w, opts, out, err);
@@ -267,6 +314,10 @@ sm_status sm_model_load(const char *dir, const sm_model_opts *opts, sm_model **o
 
 sm_status sm_model_fork(sm_model *base, const sm_model_opts *opts, sm_model **out, sm_error *err) {
     sm_model_opts o = opts ? *opts : base->opts;
+    if (base->device) {
+        o.device = base->opts.device; /* a fork lives where its weights are */
+        return device_create(base->device, NULL, base, &o, out, err);
+    }
     return instance_create(base->w, &o, out, err);
 }
 
@@ -278,6 +329,12 @@ static void scratch_free(scratch *s) {
 
 void sm_model_free(sm_model *m) {
     if (!m) return;
+    if (m->device) {
+        if (m->dev) m->device->free(m->dev);
+        free(m->seq_len);
+        free(m);
+        return;
+    }
     if (m->k_cache)
         for (int l = 0; l < m->w->cfg->num_layers; l++) { free(m->k_cache[l]); free(m->v_cache[l]); }
     free(m->k_cache); free(m->v_cache); free(m->seq_len);
@@ -287,9 +344,9 @@ void sm_model_free(sm_model *m) {
     free(m);
 }
 
-const sm_model_config *sm_model_cfg(const sm_model *m) { return m->w->cfg; }
-const sm_tokenizer *sm_model_tokenizer(const sm_model *m) { return m->w->tok; }
-const char *sm_model_dir(const sm_model *m) { return m->w->ck->dir; }
+const sm_model_config *sm_model_cfg(const sm_model *m) { return m->device ? m->device->cfg(m->dev) : m->w->cfg; }
+const sm_tokenizer *sm_model_tokenizer(const sm_model *m) { return m->device ? m->device->tokenizer(m->dev) : m->w->tok; }
+const char *sm_model_dir(const sm_model *m) { return m->device ? m->device->dir(m->dev) : m->w->ck->dir; }
 int sm_model_max_seqs(const sm_model *m) { return m->max_seqs; }
 int sm_model_max_context(const sm_model *m) { return m->max_context; }
 void sm_model_set_route_observer(sm_model *m, const sm_route_observer *obs) {
@@ -351,28 +408,7 @@ static sm_status scratch_reserve(sm_model *m, long rows, int top_k, sm_error *er
 
 /* Rows of one sequence must continue its cache without holes; see sm_row in model.h. */
 static sm_status validate_rows(const sm_model *m, const sm_row *rows, int n_rows, sm_error *err) {
-    const sm_model_config *c = m->w->cfg;
-    int *expect = malloc((size_t)m->max_seqs * sizeof(int));
-    if (!expect) return sm_fail(err, SM_ENOMEM, "forward: out of memory");
-    for (int i = 0; i < m->max_seqs; i++) expect[i] = -1;
-    sm_status s = SM_OK;
-    for (int r = 0; r < n_rows && !s; r++) {
-        const sm_row *row = &rows[r];
-        if (row->seq < 0 || row->seq >= m->max_seqs)
-            s = sm_fail(err, SM_ERANGE, "forward: row %d: sequence %d out of range [0, %d)", r, row->seq, m->max_seqs);
-        else if (row->token < 0 || row->token >= c->vocab_size)
-            s = sm_fail(err, SM_ERANGE, "forward: row %d: token id %d out of range [0, %d)", r, row->token, c->vocab_size);
-        else if (row->pos < 0 || row->pos >= m->max_context)
-            s = sm_fail(err, SM_ERANGE, "forward: row %d: position %d exceeds the context of %d tokens", r, row->pos,
-                        m->max_context);
-        else if (expect[row->seq] < 0 ? row->pos > m->seq_len[row->seq] : row->pos != expect[row->seq])
-            s = sm_fail(err, SM_ERANGE, "forward: row %d: sequence %d position %d would leave a hole (cache holds %d)", r,
-                        row->seq, row->pos, expect[row->seq] < 0 ? m->seq_len[row->seq] : expect[row->seq]);
-        else
-            expect[row->seq] = row->pos + 1;
-    }
-    free(expect);
-    return s;
+    return sm_model_check_rows(sm_model_cfg(m), m->max_seqs, m->max_context, m->seq_len, rows, n_rows, err);
 }
 
 typedef struct attn_job {
@@ -490,8 +526,22 @@ static sm_status moe(sm_model *m, int l, int n_rows, int top_k, sm_error *err) {
     return SM_OK;
 }
 
+static sm_status device_forward(sm_model *m, const sm_row *rows, int n_rows, const sm_forward_opts *fo, float *logits,
+                                sm_error *err) {
+    const sm_model_config *c = sm_model_cfg(m);
+    if (n_rows <= 0) return SM_OK;
+    int top_k = fo && fo->top_k_override > 0 ? fo->top_k_override : c->num_experts_per_tok;
+    if (sm_config_is_moe(c) && top_k > c->num_experts)
+        return sm_fail(err, SM_EINVAL, "forward: %d experts per token requested but the model has %d", top_k, c->num_experts);
+    SM_TRY(validate_rows(m, rows, n_rows, err));
+    SM_TRY(m->device->forward(m->dev, rows, n_rows, fo, m->observer.on_route ? &m->observer : NULL, logits, err));
+    for (int r = 0; r < n_rows; r++) m->seq_len[rows[r].seq] = rows[r].pos + 1; /* as the CPU forward */
+    return SM_OK;
+}
+
 sm_status sm_model_forward(sm_model *m, const sm_row *rows, int n_rows, const sm_forward_opts *fo, float *logits,
                            sm_error *err) {
+    if (m->device) return device_forward(m, rows, n_rows, fo, logits, err);
     const model_weights *w = m->w;
     const sm_model_config *c = w->cfg;
     if (n_rows <= 0) return SM_OK;

@@ -22,6 +22,10 @@ typedef struct sm_model_opts {
     int max_seqs;                   /* KV cache slots (sequences alive at once); 0 = 1 */
     int max_context;                /* tokens per sequence; 0 = min(max_position_embeddings, 4096) */
     const char *dtype;              /* expert weight dtype, one of the runner's weight_dtypes ("f32", "bf16"; NULL/"auto" = f32) */
+    const char *device;             /* "cpu" (NULL) or "cuda": where weights, KV cache and math live */
+    bool random_weights;            /* weights drawn from seed instead of read: only config.json is
+                                       needed (full-size benchmarks without a download); cuda only */
+    uint64_t seed;                  /* of the random weights */
 } sm_model_opts;
 
 /* One row of a forward batch. Rows of the same sequence must have consecutive positions

@@ -1,0 +1,121 @@
+/* kernels/attention.cu — see attention.h. One block per (row, head), four warps; each warp
+ * walks every fourth cached position with an online softmax (running max, sum, and weighted V
+ * in registers: lane l holds dims l, l+32, ...), then the warps merge through shared memory. */
+#include "attention.h"
+
+#include "kernel_common.cuh"
+
+#define ATTN_WARPS 4
+
+namespace {
+
+__global__ void kv_write_kernel(const float *__restrict__ k, const float *__restrict__ v, int stride,
+                                __nv_bfloat16 *kc, __nv_bfloat16 *vc, const int *__restrict__ seq,
+                                const int *__restrict__ pos, int rows, int kvd, int max_context) {
+    const long total = (long)rows * kvd;
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total; i += (long)gridDim.x * blockDim.x) {
+        const int r = (int)(i / kvd), c = (int)(i % kvd);
+        const size_t at = ((size_t)seq[r] * max_context + pos[r]) * kvd + c;
+        kc[at] = __float2bfloat16_rn(k[(size_t)r * stride + c]);
+        vc[at] = __float2bfloat16_rn(v[(size_t)r * stride + c]);
+    }
+}
+
+template <int NPER>
+__global__ void __launch_bounds__(ATTN_WARPS * 32)
+    attention_kernel(const float *__restrict__ q, int q_stride, const __nv_bfloat16 *__restrict__ kc,
+                     const __nv_bfloat16 *__restrict__ vc, const int *__restrict__ seq, const int *__restrict__ pos,
+                     __nv_bfloat16 *__restrict__ out, int heads, int kv_heads, int hd, int max_context, float scale) {
+    __shared__ float s_m[ATTN_WARPS], s_l[ATTN_WARPS];
+    __shared__ float s_acc[ATTN_WARPS][NPER * 32];
+    const int r = blockIdx.x / heads, h = blockIdx.x % heads, g = h / (heads / kv_heads);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int kvd = kv_heads * hd, n = pos[r] + 1;
+    const float *qr = q + (size_t)r * q_stride + (size_t)h * hd;
+    float qv[NPER], acc[NPER];
+#pragma unroll
+    for (int i = 0; i < NPER; i++) {
+        const int d = lane + 32 * i;
+        qv[i] = d < hd ? qr[d] * scale : 0.0f;
+        acc[i] = 0.0f;
+    }
+    const size_t base = (size_t)seq[r] * max_context * kvd + (size_t)g * hd;
+    float m = -INFINITY, l = 0.0f;
+    for (int t = warp; t < n; t += ATTN_WARPS) {
+        const __nv_bfloat16 *kt = kc + base + (size_t)t * kvd, *vt = vc + base + (size_t)t * kvd;
+        float s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < NPER; i++) {
+            const int d = lane + 32 * i;
+            if (d < hd) s += qv[i] * __bfloat162float(kt[d]);
+        }
+        s = sm_warp_sum(s);
+        const float m_new = fmaxf(m, s), corr = expf(m - m_new), p = expf(s - m_new);
+        l = l * corr + p;
+#pragma unroll
+        for (int i = 0; i < NPER; i++) {
+            const int d = lane + 32 * i;
+            acc[i] = acc[i] * corr + (d < hd ? p * __bfloat162float(vt[d]) : 0.0f);
+        }
+        m = m_new;
+    }
+    if (lane == 0) { s_m[warp] = m; s_l[warp] = l; }
+#pragma unroll
+    for (int i = 0; i < NPER; i++) s_acc[warp][lane + 32 * i] = acc[i];
+    __syncthreads();
+    if (warp != 0) return;
+    float M = -INFINITY;
+    for (int w = 0; w < ATTN_WARPS; w++) M = fmaxf(M, s_m[w]);
+    float L = 0.0f, f[ATTN_WARPS];
+    for (int w = 0; w < ATTN_WARPS; w++) {
+        f[w] = s_m[w] == -INFINITY ? 0.0f : expf(s_m[w] - M); /* a warp that saw no position adds nothing */
+        L += s_l[w] * f[w];
+    }
+    const float inv = 1.0f / L;
+    __nv_bfloat16 *o = out + (size_t)r * heads * hd + (size_t)h * hd;
+#pragma unroll
+    for (int i = 0; i < NPER; i++) {
+        const int d = lane + 32 * i;
+        if (d >= hd) continue;
+        float v = 0.0f;
+        for (int w = 0; w < ATTN_WARPS; w++) v += s_acc[w][d] * f[w];
+        o[d] = __float2bfloat16_rn(v * inv);
+    }
+}
+
+} // namespace
+
+extern "C" sm_status sm_cuda_kv_write(cudaStream_t stream, const float *k, const float *v, int stride,
+                                      sm_bf16_bits *k_cache, sm_bf16_bits *v_cache, const int *seq, const int *pos,
+                                      int rows, int kv_dim, int max_context, sm_error *err) {
+    if (rows < 0 || kv_dim <= 0 || stride < kv_dim || max_context <= 0)
+        return sm_fail(err, SM_EINVAL, "kv_write: bad shape (rows %d, kv_dim %d, stride %d)", rows, kv_dim, stride);
+    if (!rows) return SM_OK;
+    const long work = (long)rows * kv_dim, blocks = (work + 255) / 256;
+    kv_write_kernel<<<(unsigned)(blocks < 65536 ? blocks : 65536), 256, 0, stream>>>(
+        k, v, stride, (__nv_bfloat16 *)k_cache, (__nv_bfloat16 *)v_cache, seq, pos, rows, kv_dim, max_context);
+    return sm_kernel_launched("kv_write", err);
+}
+
+extern "C" sm_status sm_cuda_attention(cudaStream_t stream, const float *q, int q_stride, const sm_bf16_bits *k_cache,
+                                       const sm_bf16_bits *v_cache, const int *seq, const int *pos, sm_bf16_bits *out,
+                                       int rows, int heads, int kv_heads, int head_dim, int max_context, float scale,
+                                       sm_error *err) {
+    if (rows < 0 || heads <= 0 || kv_heads <= 0 || heads % kv_heads || head_dim <= 0 || head_dim > 256 ||
+        q_stride < heads * head_dim)
+        return sm_fail(err, SM_EINVAL, "attention: bad shape (rows %d, heads %d, kv_heads %d, head_dim %d)", rows, heads,
+                       kv_heads, head_dim);
+    if (!rows) return SM_OK;
+    const unsigned grid = (unsigned)((long)rows * heads);
+    const __nv_bfloat16 *kc = (const __nv_bfloat16 *)k_cache, *vc = (const __nv_bfloat16 *)v_cache;
+    __nv_bfloat16 *o = (__nv_bfloat16 *)out;
+#define SM_ATTN_LAUNCH(N) \
+    attention_kernel<N><<<grid, ATTN_WARPS * 32, 0, stream>>>(q, q_stride, kc, vc, seq, pos, o, heads, kv_heads, \
+                                                              head_dim, max_context, scale)
+    if (head_dim <= 32) SM_ATTN_LAUNCH(1);
+    else if (head_dim <= 64) SM_ATTN_LAUNCH(2);
+    else if (head_dim <= 128) SM_ATTN_LAUNCH(4);
+    else SM_ATTN_LAUNCH(8);
+#undef SM_ATTN_LAUNCH
+    return sm_kernel_launched("attention", err);
+}

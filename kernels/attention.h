@@ -1,0 +1,36 @@
+/* kernels/attention.h — attention of a batch of rows over a paged-free KV cache, and the K/V
+ * write that precedes it.
+ *
+ * One launch covers prefill, single-token decode and (k+1)-row verification, for several
+ * sequences of different lengths at once: each row r attends to positions 0..pos[r] of its own
+ * sequence seq[r]. Causality among a sequence's rows in the same batch falls out of the
+ * positions, because the K/V of every row is written (sm_cuda_kv_write) before attention runs.
+ *
+ * Cache layout (BF16): [max_seqs][max_context][kv_heads * head_dim] per layer, K and V apart.
+ * CPU twin: model.c's attention (scores, softmax in fp32, weighted sum) on the same BF16 cache. */
+#ifndef SM_ATTENTION_H
+#define SM_ATTENTION_H
+
+#include "kernel_api.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* cache[seq[r]][pos[r]] = k (v) row r, rounded to BF16. k, v: fp32 rows with stride `stride`. */
+sm_status sm_cuda_kv_write(cudaStream_t stream, const float *k, const float *v, int stride, sm_bf16_bits *k_cache,
+                           sm_bf16_bits *v_cache, const int *seq, const int *pos, int rows, int kv_dim,
+                           int max_context, sm_error *err);
+
+/* out[r, h*hd .. (h+1)*hd) = softmax_t(q_rh . K[t]_g * scale) . V[t]_g over t = 0..pos[r],
+ * g = h / (heads / kv_heads). q: fp32 rows with stride q_stride, heads*head_dim used; out BF16
+ * [rows, heads*head_dim]. head_dim <= 256. Online softmax: no buffer grows with the context. */
+sm_status sm_cuda_attention(cudaStream_t stream, const float *q, int q_stride, const sm_bf16_bits *k_cache,
+                            const sm_bf16_bits *v_cache, const int *seq, const int *pos, sm_bf16_bits *out, int rows,
+                            int heads, int kv_heads, int head_dim, int max_context, float scale, sm_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

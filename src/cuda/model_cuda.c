@@ -1,0 +1,372 @@
+/* src/cuda/model_cuda.c — the model on the GPU (device "cuda"): BF16 weights, BF16 KV cache, an
+ * fp32 residual stream, and the forward of model.c's CPU reference step for step:
+ *   embed → per layer [ RMSNorm → qkv GEMM (+bias) → q/k norm → RoPE → K/V into the cache →
+ *   attention → o_proj GEMM (+= residual) → RMSNorm → MoE (router GEMM → top-k → permute →
+ *   device runner → combine, + shared expert) or dense MLP (gate|up GEMM → SiLU·mul → down GEMM
+ *   += residual) ] → final RMSNorm of the rows that want logits → lm_head GEMM.
+ * Everything runs on the instance's stream with one synchronisation per forward (the logits
+ * copy), except where a caller asked for host data: a route observer, or the `cublaslt` runner,
+ * which needs each layer's expert offsets on the host. Decode-sized steps (up to
+ * GRAPH_MAX_ROWS rows) are captured once per (rows, rows with logits) as a CUDA graph and
+ * replayed: every kernel reads tokens, sequences and positions from device memory, so a graph
+ * stays valid for any rows of that shape. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime.h>
+
+#include "attention.h"
+#include "cuda/cuda_check.h"
+#include "cuda/gemm_lt.h"
+#include "cuda/model_cuda_internal.h"
+#include "cuda/moe_device.h"
+#include "model_ops.h"
+#include "router_topk.h"
+#include "silu_mul.h"
+
+#define GRAPH_MAX_ROWS 64
+#define GRAPH_SLOTS 32
+
+typedef struct step_graph {
+    int n_rows, n_logits;
+    int seen;                 /* eager runs of this shape so far: capture on the second */
+    bool failed;              /* capture did not work for this shape: stay eager */
+    cudaGraphExec_t exec;
+} step_graph;
+
+struct sm_model_dev {
+    dev_weights *w;
+    int max_seqs, max_context;
+    bool eager;               /* never capture graphs */
+    cudaStream_t stream;
+    sm_gemm_lt *gemm;
+    void *kv, *ws;
+    sm_bf16_bits **k_cache, **v_cache;  /* [layer] -> [max_seqs][max_context][kvd] */
+    /* row table (device, and its pinned host twin): tokens | seqs | positions | logit rows */
+    int *d_rows, *h_rows;
+    /* workspace, for SM_CUDA_CHUNK_ROWS rows */
+    float *x, *qkv, *router_logits, *topk_w, *sorted_w, *gate, *logits;
+    sm_bf16_bits *h, *attn, *gu, *act, *xs, *ys;
+    int *topk_ids, *offsets, *sorted_src, *sorted_pos;
+    /* host copies for the route observer and the cublaslt runner (pinned) */
+    int *h_ids, *h_offsets;
+    float *h_w;
+    step_graph graphs[GRAPH_SLOTS];
+    int n_graphs;
+};
+
+/* ---- workspace layout ---------------------------------------------------------------------- */
+
+typedef struct ws_carver {
+    char *base;
+    size_t used;
+} ws_carver;
+
+static void *wcarve(ws_carver *c, size_t bytes) {
+    void *p = c->base ? c->base + c->used : NULL;
+    c->used += (bytes + 255) / 256 * 256;
+    return p;
+}
+
+/* Sets the instance's workspace pointers inside base (NULL: only sizes). Returns the bytes. */
+static size_t ws_layout(sm_model_dev *m, char *base) {
+    const sm_model_config *c = m->w->cfg;
+    size_t R = SM_CUDA_CHUNK_ROWS, A = (size_t)m->w->assign_cap, H = (size_t)c->hidden_size;
+    size_t qd = (size_t)c->num_heads * c->head_dim, qkv = qd + 2 * (size_t)c->num_kv_heads * c->head_dim;
+    size_t E = (size_t)c->num_experts, hp = (size_t)sm_moe_device_stride(c->hidden_size);
+    size_t F = (size_t)c->intermediate_size;
+    if ((size_t)c->shared_expert_intermediate_size > F) F = (size_t)c->shared_expert_intermediate_size;
+    ws_carver w = {.base = base};
+    m->d_rows = wcarve(&w, 4 * R * sizeof(int));
+    m->x = wcarve(&w, R * H * 4);
+    m->h = wcarve(&w, R * H * 2);
+    m->attn = wcarve(&w, R * qd * 2);
+    m->qkv = wcarve(&w, R * qkv * 4);
+    m->gu = wcarve(&w, R * 2 * F * 2);
+    m->act = wcarve(&w, R * F * 2);
+    m->logits = wcarve(&w, R * (size_t)c->vocab_size * 4);
+    if (E) {
+        m->router_logits = wcarve(&w, R * E * 4);
+        m->topk_ids = wcarve(&w, A * 4);
+        m->topk_w = wcarve(&w, A * 4);
+        m->offsets = wcarve(&w, (E + 1) * 4);
+        m->sorted_src = wcarve(&w, A * 4);
+        m->sorted_pos = wcarve(&w, A * 4);
+        m->sorted_w = wcarve(&w, A * 4);
+        m->gate = wcarve(&w, R * 4);
+        m->xs = wcarve(&w, A * hp * 2);
+        m->ys = wcarve(&w, A * hp * 2);
+    }
+    return w.used;
+}
+
+/* ---- instances ----------------------------------------------------------------------------- */
+
+static void dev_free(sm_model_dev *m) {
+    if (!m) return;
+    if (m->stream) cudaStreamSynchronize(m->stream);
+    for (int i = 0; i < m->n_graphs; i++)
+        if (m->graphs[i].exec) cudaGraphExecDestroy(m->graphs[i].exec);
+    sm_gemm_lt_destroy(m->gemm);
+    cudaFree(m->kv);
+    cudaFree(m->ws);
+    cudaFreeHost(m->h_rows);
+    cudaFreeHost(m->h_ids);
+    cudaFreeHost(m->h_w);
+    cudaFreeHost(m->h_offsets);
+    free(m->k_cache);
+    free(m->v_cache);
+    if (m->stream) cudaStreamDestroy(m->stream);
+    sm_cuda_weights_release(m->w);
+    free(m);
+}
+
+/* An instance over loaded weights (takes one reference): KV cache, workspace, stream. check_fit:
+ * plan KV + workspace against free memory first (forks; a fresh load checked it with weights). */
+static sm_status instance_create(dev_weights *w, const sm_model_opts *opts, int max_seqs, int max_context,
+                                 bool check_fit, sm_model_dev **out, sm_error *err) {
+    sm_model_dev *m;
+    sm_status s = sm_calloc((void **)&m, 1, sizeof *m, "GPU model", err);
+    if (s) { sm_cuda_weights_release(w); return s; }
+    m->w = w;
+    m->max_seqs = max_seqs;
+    m->max_context = max_context;
+    m->eager = getenv("SPECMOE_CUDA_GRAPHS") && !strcmp(getenv("SPECMOE_CUDA_GRAPHS"), "0");
+    const sm_model_config *c = w->cfg;
+    size_t kv_bytes = sm_cuda_model_kv_bytes(c, max_seqs, max_context), ws_bytes = ws_layout(m, NULL);
+    if (check_fit) {
+        dev_plan plan = {.weights = 0, .kv = kv_bytes, .workspace = ws_bytes + sm_gemm_lt_device_bytes()};
+        char what[4300];
+        snprintf(what, sizeof what, "%s (fork, %d sequences x %d positions)", w->dir, max_seqs, max_context);
+        if ((s = sm_cuda_model_check_fit(what, &plan, err))) goto fail;
+    }
+    size_t A = (size_t)w->assign_cap, E = (size_t)c->num_experts;
+    if ((s = sm_cuda_check(cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking), err, "GPU model: creating a stream")) ||
+        (s = sm_gemm_lt_create(&m->gemm, err)) ||
+        (s = sm_cuda_check(cudaMalloc(&m->kv, kv_bytes), err, "GPU model: allocating the KV cache (%.2f GiB)",
+                           (double)kv_bytes / (1 << 30))) ||
+        (s = sm_cuda_check(cudaMalloc(&m->ws, ws_bytes), err, "GPU model: allocating %zu bytes of workspace", ws_bytes)) ||
+        (s = sm_cuda_check(cudaMallocHost((void **)&m->h_rows, 4 * SM_CUDA_CHUNK_ROWS * sizeof(int)), err,
+                           "GPU model: pinned row table")) ||
+        (s = sm_cuda_check(cudaMallocHost((void **)&m->h_ids, (A ? A : 1) * sizeof(int)), err, "GPU model: pinned routing")) ||
+        (s = sm_cuda_check(cudaMallocHost((void **)&m->h_w, (A ? A : 1) * sizeof(float)), err, "GPU model: pinned routing")) ||
+        (s = sm_cuda_check(cudaMallocHost((void **)&m->h_offsets, (E + 1) * sizeof(int)), err, "GPU model: pinned offsets")) ||
+        (s = sm_calloc((void **)&m->k_cache, (size_t)c->num_layers, sizeof *m->k_cache, "KV table", err)) ||
+        (s = sm_calloc((void **)&m->v_cache, (size_t)c->num_layers, sizeof *m->v_cache, "KV table", err)))
+        goto fail;
+    ws_layout(m, m->ws);
+    size_t per = (size_t)max_seqs * max_context * c->num_kv_heads * c->head_dim;
+    for (int l = 0; l < c->num_layers; l++) {
+        m->k_cache[l] = (sm_bf16_bits *)m->kv + 2 * (size_t)l * per;
+        m->v_cache[l] = m->k_cache[l] + per;
+    }
+    /* never-written cache entries read as zeros, not NaN garbage, if a bug ever reads them */
+    if ((s = sm_cuda_check(cudaMemsetAsync(m->kv, 0, kv_bytes, m->stream), err, "GPU model: clearing the KV cache")) ||
+        (s = sm_cuda_check(cudaStreamSynchronize(m->stream), err, "GPU model: clearing the KV cache")))
+        goto fail;
+    (void)opts;
+    *out = m;
+    return SM_OK;
+fail:
+    dev_free(m);
+    return s;
+}
+
+static sm_status dev_load(const char *dir, const sm_model_opts *opts, int max_seqs, int max_context, sm_model_dev **out,
+                          sm_error *err) {
+    dev_weights *w;
+    SM_TRY(sm_cuda_weights_load(dir, opts, max_seqs, max_context, &w, err));
+    return instance_create(w, opts, max_seqs, max_context, false, out, err);
+}
+
+static sm_status dev_fork(sm_model_dev *base, const sm_model_opts *opts, int max_seqs, int max_context,
+                          sm_model_dev **out, sm_error *err) {
+    base->w->refcount++;
+    return instance_create(base->w, opts, max_seqs, max_context, true, out, err);
+}
+
+static const sm_model_config *dev_cfg(const sm_model_dev *m) { return m->w->cfg; }
+static const sm_tokenizer *dev_tokenizer(const sm_model_dev *m) { return m->w->tok; }
+static const char *dev_dir(const sm_model_dev *m) { return m->w->dir; }
+
+/* ---- the step ------------------------------------------------------------------------------ */
+
+typedef struct step {
+    int n, n_logits, top_k;
+    const bool *skip;
+    const sm_route_observer *observer;
+} step;
+
+/* y += down(silu(gate_up h) * up h) (* per-row scale) */
+static sm_status mlp(sm_model_dev *m, const sm_bf16_bits *gate_up, const sm_bf16_bits *down, int ffn,
+                     const float *row_scale, int n, sm_error *err) {
+    int H = m->w->cfg->hidden_size;
+    SM_TRY(sm_gemm_lt_xwt(m->gemm, m->stream, m->h, gate_up, m->gu, false, 0.0f, n, 2 * ffn, H, err));
+    SM_TRY(sm_cuda_silu_mul(m->stream, m->gu, row_scale, m->act, n, ffn, err));
+    return sm_gemm_lt_xwt(m->gemm, m->stream, m->act, down, m->x, true, 1.0f, n, H, ffn, err);
+}
+
+static sm_status moe(sm_model_dev *m, int l, const step *st, sm_error *err) {
+    const dev_weights *w = m->w;
+    const sm_model_config *c = w->cfg;
+    const dev_layer *L = &w->layers[l];
+    cudaStream_t s = m->stream;
+    int n = st->n, k = st->top_k, E = c->num_experts, H = c->hidden_size, hp = sm_moe_device_stride(H);
+    int n_assign = n * k;
+    SM_TRY(sm_gemm_lt_xwt(m->gemm, s, m->h, L->router, m->router_logits, true, 0.0f, n, E, H, err));
+    SM_TRY(sm_cuda_router_topk(s, m->router_logits, n, E, k, c->norm_topk_prob, m->topk_ids, m->topk_w, err));
+    if (st->observer) {
+        SM_TRY(sm_cuda_check(cudaMemcpyAsync(m->h_ids, m->topk_ids, (size_t)n_assign * 4, cudaMemcpyDeviceToHost, s), err,
+                             "GPU model: routing of layer %d to the host", l));
+        SM_TRY(sm_cuda_check(cudaMemcpyAsync(m->h_w, m->topk_w, (size_t)n_assign * 4, cudaMemcpyDeviceToHost, s), err,
+                             "GPU model: routing of layer %d to the host", l));
+        SM_TRY(sm_cuda_check(cudaStreamSynchronize(s), err, "GPU model: routing of layer %d", l));
+        st->observer->on_route(st->observer->ctx, l, n, k, m->h_ids, m->h_w);
+    }
+    SM_TRY(sm_cuda_moe_permute(s, m->topk_ids, m->topk_w, n_assign, E, m->offsets, m->sorted_src, m->sorted_pos,
+                               m->sorted_w, err));
+    SM_TRY(sm_cuda_moe_gather(s, m->h, H, m->sorted_src, k, m->xs, hp, n_assign, err));
+    const int *host_offsets = NULL;
+    if (!w->device_routing) {
+        SM_TRY(sm_cuda_check(cudaMemcpyAsync(m->h_offsets, m->offsets, (size_t)(E + 1) * 4, cudaMemcpyDeviceToHost, s), err,
+                             "GPU model: expert offsets of layer %d to the host", l));
+        SM_TRY(sm_cuda_check(cudaStreamSynchronize(s), err, "GPU model: expert offsets of layer %d", l));
+        host_offsets = m->h_offsets;
+    }
+    sm_moe_device_batch b = {.layer = l, .n_assign = n_assign, .expert_offsets = m->offsets,
+                             .expert_offsets_host = host_offsets, .x = m->xs, .weight = m->sorted_w, .y = m->ys};
+    SM_TRY(sm_runner_forward_device(w->runner_backend, w->runner, s, &b, err));
+    SM_TRY(sm_cuda_moe_combine(s, m->ys, hp, m->sorted_pos, k, m->x, n, H, err));
+    if (L->ffn > 0) {
+        if (L->shared_gate) SM_TRY(sm_cuda_row_dot_sigmoid(s, m->h, L->shared_gate, m->gate, n, H, err));
+        SM_TRY(mlp(m, L->gate_up, L->down, L->ffn, L->shared_gate ? m->gate : NULL, n, err));
+    }
+    return SM_OK;
+}
+
+static sm_status attention(sm_model_dev *m, int l, const step *st, sm_error *err) {
+    const sm_model_config *c = m->w->cfg;
+    const dev_layer *L = &m->w->layers[l];
+    cudaStream_t s = m->stream;
+    int n = st->n, H = c->hidden_size, hd = c->head_dim, heads = c->num_heads, kvh = c->num_kv_heads;
+    int qd = heads * hd, kvd = kvh * hd, stride = qd + 2 * kvd;
+    const int *seq = m->d_rows + SM_CUDA_CHUNK_ROWS, *pos = m->d_rows + 2 * SM_CUDA_CHUNK_ROWS;
+    float *q = m->qkv, *k = q + qd, *v = k + kvd;
+    float eps = c->rms_norm_eps;
+    SM_TRY(sm_cuda_rmsnorm_f32(s, m->x, NULL, L->attn_norm, NULL, m->h, n, H, eps, err));
+    SM_TRY(sm_gemm_lt_xwt(m->gemm, s, m->h, L->qkv, m->qkv, true, 0.0f, n, stride, H, err));
+    if (L->qkv_bias) SM_TRY(sm_cuda_add_bias_f32(s, m->qkv, stride, L->qkv_bias, n, stride, err));
+    if (c->qk_norm == SM_QK_NORM_PER_HEAD) {
+        SM_TRY(sm_cuda_head_rmsnorm_f32(s, q, stride, L->q_norm, n, heads, hd, eps, err));
+        SM_TRY(sm_cuda_head_rmsnorm_f32(s, k, stride, L->k_norm, n, kvh, hd, eps, err));
+    } else if (c->qk_norm == SM_QK_NORM_FULL) {
+        SM_TRY(sm_cuda_head_rmsnorm_f32(s, q, stride, L->q_norm, n, 1, qd, eps, err));
+        SM_TRY(sm_cuda_head_rmsnorm_f32(s, k, stride, L->k_norm, n, 1, kvd, eps, err));
+    }
+    SM_TRY(sm_cuda_rope_f32(s, q, stride, pos, n, heads, hd, c->rope_theta, err));
+    SM_TRY(sm_cuda_rope_f32(s, k, stride, pos, n, kvh, hd, c->rope_theta, err));
+    SM_TRY(sm_cuda_kv_write(s, k, v, stride, m->k_cache[l], m->v_cache[l], seq, pos, n, kvd, m->max_context, err));
+    SM_TRY(sm_cuda_attention(s, q, stride, m->k_cache[l], m->v_cache[l], seq, pos, m->attn, n, heads, kvh, hd,
+                             m->max_context, 1.0f / sqrtf((float)hd), err));
+    return sm_gemm_lt_xwt(m->gemm, s, m->attn, L->o, m->x, true, 1.0f, n, H, qd, err);
+}
+
+/* Everything between the row-table upload and the logits copy: the part a graph captures. */
+static sm_status step_body(sm_model_dev *m, const step *st, sm_error *err) {
+    const dev_weights *w = m->w;
+    const sm_model_config *c = w->cfg;
+    int n = st->n, H = c->hidden_size;
+    SM_TRY(sm_cuda_embed_gather(m->stream, w->embed, m->d_rows, m->x, n, H, err));
+    for (int l = 0; l < c->num_layers; l++) {
+        if (st->skip && st->skip[l]) continue;
+        SM_TRY(attention(m, l, st, err));
+        SM_TRY(sm_cuda_rmsnorm_f32(m->stream, m->x, NULL, w->layers[l].mlp_norm, NULL, m->h, n, H, c->rms_norm_eps, err));
+        if (w->layers[l].is_moe) SM_TRY(moe(m, l, st, err));
+        else SM_TRY(mlp(m, w->layers[l].gate_up, w->layers[l].down, w->layers[l].ffn, NULL, n, err));
+    }
+    if (!st->n_logits) return SM_OK;
+    SM_TRY(sm_cuda_rmsnorm_f32(m->stream, m->x, m->d_rows + 3 * SM_CUDA_CHUNK_ROWS, w->final_norm, NULL, m->h,
+                               st->n_logits, H, c->rms_norm_eps, err));
+    return sm_gemm_lt_xwt(m->gemm, m->stream, m->h, w->lm_head, m->logits, true, 0.0f, st->n_logits, c->vocab_size, H, err);
+}
+
+static step_graph *graph_slot(sm_model_dev *m, const step *st) {
+    for (int i = 0; i < m->n_graphs; i++)
+        if (m->graphs[i].n_rows == st->n && m->graphs[i].n_logits == st->n_logits) return &m->graphs[i];
+    if (m->n_graphs == GRAPH_SLOTS) return NULL;
+    step_graph *g = &m->graphs[m->n_graphs++];
+    *g = (step_graph){.n_rows = st->n, .n_logits = st->n_logits};
+    return g;
+}
+
+/* Capture the step into g; on any failure leave g marked failed and report nothing (eager runs). */
+static void capture(sm_model_dev *m, step_graph *g, const step *st) {
+    sm_error ignored = {0};
+    cudaGraph_t graph = NULL;
+    g->failed = true;
+    if (cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+        cudaGetLastError();
+        return;
+    }
+    sm_status s = step_body(m, st, &ignored);
+    cudaError_t e = cudaStreamEndCapture(m->stream, &graph);
+    if (s == SM_OK && e == cudaSuccess && cudaGraphInstantiate(&g->exec, graph, 0) == cudaSuccess) g->failed = false;
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError(); /* a failed capture leaves a sticky-free error behind: clear it */
+}
+
+static sm_status run_step(sm_model_dev *m, const step *st, sm_error *err) {
+    bool graphable = !m->eager && st->n <= GRAPH_MAX_ROWS && !st->observer && !st->skip && m->w->device_routing &&
+                     st->top_k == m->w->cfg->num_experts_per_tok;
+    step_graph *g = graphable ? graph_slot(m, st) : NULL;
+    if (g && !g->failed && !g->exec && ++g->seen >= 2) capture(m, g, st);
+    if (g && g->exec)
+        return sm_cuda_check(cudaGraphLaunch(g->exec, m->stream), err, "GPU model: replaying the step graph (%d rows)", st->n);
+    return step_body(m, st, err);
+}
+
+static sm_status dev_forward(sm_model_dev *m, const sm_row *rows, int n_rows, const sm_forward_opts *fo,
+                             const sm_route_observer *observer, float *logits, sm_error *err) {
+    const sm_model_config *c = m->w->cfg;
+    int top_k = fo && fo->top_k_override > 0 ? fo->top_k_override : c->num_experts_per_tok;
+    int chunk = SM_CUDA_CHUNK_ROWS;
+    if (sm_config_is_moe(c) && chunk * top_k > m->w->assign_cap) chunk = m->w->assign_cap / top_k;
+    long logits_done = 0;
+    for (int start = 0; start < n_rows; start += chunk) {
+        int n = n_rows - start < chunk ? n_rows - start : chunk, n_logits = 0;
+        int *tokens = m->h_rows, *seqs = tokens + SM_CUDA_CHUNK_ROWS, *pos = seqs + SM_CUDA_CHUNK_ROWS;
+        int *logit_rows = pos + SM_CUDA_CHUNK_ROWS;
+        for (int r = 0; r < n; r++) {
+            const sm_row *row = &rows[start + r];
+            tokens[r] = row->token;
+            seqs[r] = row->seq;
+            pos[r] = row->pos;
+            if (row->want_logits) logit_rows[n_logits++] = r;
+        }
+        step st = {.n = n, .n_logits = n_logits, .top_k = top_k, .skip = fo ? fo->skip_layer : NULL, .observer = observer};
+        SM_TRY(sm_cuda_check(cudaMemcpyAsync(m->d_rows, m->h_rows, 4 * SM_CUDA_CHUNK_ROWS * sizeof(int),
+                                             cudaMemcpyHostToDevice, m->stream), err, "GPU model: copying the row table"));
+        SM_TRY(run_step(m, &st, err));
+        if (n_logits)
+            SM_TRY(sm_cuda_check(cudaMemcpyAsync(logits + logits_done * c->vocab_size, m->logits,
+                                                 (size_t)n_logits * c->vocab_size * sizeof(float), cudaMemcpyDeviceToHost,
+                                                 m->stream), err, "GPU model: copying %d rows of logits", n_logits));
+        logits_done += n_logits;
+        /* the one synchronisation of a step: logits are ready, the pinned row table is free again */
+        SM_TRY(sm_cuda_check(cudaStreamSynchronize(m->stream), err, "GPU model: forward of %d rows", n));
+    }
+    return SM_OK;
+}
+
+const sm_model_device sm_model_device_cuda = {
+    .name = "cuda",
+    .load = dev_load,
+    .fork = dev_fork,
+    .free = dev_free,
+    .cfg = dev_cfg,
+    .tokenizer = dev_tokenizer,
+    .dir = dev_dir,
+    .forward = dev_forward,
+};

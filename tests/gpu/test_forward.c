@@ -1,0 +1,276 @@
+/* The model on device "cuda" against the CPU reference (device "cpu"), through the public API:
+ *  - logits of every fixture (tests/fixtures/models/, experiments/models/{target,draft}): a
+ *    12-row prefill then 4 single-row decode steps;
+ *  - a mixed batch (prefill rows of one sequence + decode rows of another in one forward);
+ *  - truncate then re-score different tokens at the truncated positions;
+ *  - CUDA graph replays give the logits of eager steps (same kernels: bit for bit);
+ *  - 16 greedy tokens on the trained target equal the CPU's;
+ *  - the speculative engine, unchanged, with target and draft on the GPU: greedy output equals
+ *    GPU target-only greedy output;
+ *  - random weights from config.json alone (same seed, same logits); a model that cannot fit fails
+ *    before allocating with the bytes needed and free.
+ * Tolerance: the GPU keeps weights, GEMM inputs and the KV cache in BF16 (unit roundoff 2^-9)
+ * with fp32 accumulation and an fp32 residual stream. Each layer adds a few independent
+ * roundings of relative size <= 2^-9 ≈ 2e-3 that partly average out over hidden >= 64 terms;
+ * over 2-4 layers and the lm_head that stays well under 1e-2 (the bound the issue asks for),
+ * which is 5 roundoffs: a wrong kernel (a missed bias, a wrong RoPE pair, a causal leak) moves
+ * logits by O(1) relative, far beyond it. Router near-ties can flip an expert choice in BF16,
+ * which the MoE fixtures (hidden 64, random weights) tolerate within the same bound. */
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include "gpu/gpu_test.h"
+#include "model/model.h"
+#include "spec/spec.h"
+
+#define LOGITS_TOL 1e-2
+#define PROMPT 12
+#define DECODE 4
+
+static sm_model *load(const char *dir, const char *device, int max_seqs, int max_context) {
+    sm_model_opts o = {.n_threads = 2, .max_seqs = max_seqs, .max_context = max_context, .device = device};
+    sm_model *m = NULL;
+    sm_error err = {0};
+    sm_status s = sm_model_load(dir, &o, &m, &err);
+    CHECK(s == SM_OK, "loading %s on %s: %s", dir, device, err.msg);
+    return s ? NULL : m;
+}
+
+static double worst_rel(const float *a, const float *b, int rows, int V) {
+    double w = 0;
+    for (int r = 0; r < rows; r++) {
+        double e = test_rel_l2(a + (size_t)r * V, b + (size_t)r * V, (size_t)V);
+        w = e > w || e != e ? e : w;
+    }
+    return w;
+}
+
+/* prefill PROMPT rows then DECODE single rows: logits [(PROMPT + DECODE), V] */
+static float *prefill_decode(sm_model *m) {
+    int V = sm_model_cfg(m)->vocab_size;
+    float *logits = malloc(sizeof(float) * (size_t)(PROMPT + DECODE) * V);
+    sm_row rows[PROMPT];
+    for (int i = 0; i < PROMPT; i++) rows[i] = (sm_row){.seq = 0, .token = (7 * i + 3) % V, .pos = i, .want_logits = true};
+    sm_error err = {0};
+    CHECK_OK(sm_model_forward(m, rows, PROMPT, NULL, logits, &err), &err);
+    for (int i = 0; i < DECODE; i++) {
+        sm_row r = {.seq = 0, .token = (5 * i + 1) % V, .pos = PROMPT + i, .want_logits = true};
+        CHECK_OK(sm_model_forward(m, &r, 1, NULL, logits + (size_t)(PROMPT + i) * V, &err), &err);
+    }
+    return logits;
+}
+
+static int fixtures_compared;
+
+static void check_fixture(const char *dir) {
+    char cfg[4200];
+    struct stat st;
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    if (stat(cfg, &st) != 0) return;
+    sm_model *cpu = load(dir, "cpu", 1, 64), *gpu = load(dir, "cuda", 1, 64);
+    if (!cpu || !gpu) { sm_model_free(cpu); sm_model_free(gpu); return; }
+    int V = sm_model_cfg(cpu)->vocab_size;
+    float *ref = prefill_decode(cpu), *got = prefill_decode(gpu);
+    double e = worst_rel(got, ref, PROMPT + DECODE, V);
+    CHECK(e < LOGITS_TOL && gpu_test_all_finite(got, (size_t)(PROMPT + DECODE) * V),
+          "%s: GPU logits vs CPU: worst position rel L2 %.3g", dir, e);
+    printf("%-44s %-18s worst rel L2 GPU vs CPU %.2e\n", dir, sm_model_cfg(cpu)->arch_name, e);
+    fixtures_compared++;
+    free(ref); free(got);
+    sm_model_free(cpu); sm_model_free(gpu);
+}
+
+static void test_fixtures(void) {
+    const char *root = "tests/fixtures/models";
+    DIR *d = opendir(root);
+    CHECK(d != NULL, "cannot open %s (run from the repository root)", root);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s/%s", root, e->d_name);
+        check_fixture(dir);
+    }
+    if (d) closedir(d);
+    check_fixture("experiments/models/target");
+    check_fixture("experiments/models/draft");
+    CHECK(fixtures_compared >= 8, "only %d fixture models compared", fixtures_compared);
+}
+
+/* Mixed batch and truncate, CPU and GPU through the same calls. */
+static void scenario(sm_model *m, float *out, int V) {
+    sm_error err = {0};
+    /* seq 1: 5-token prompt first */
+    sm_row p1[5];
+    for (int i = 0; i < 5; i++) p1[i] = (sm_row){.seq = 1, .token = (11 * i + 2) % V, .pos = i, .want_logits = false};
+    CHECK_OK(sm_model_forward(m, p1, 5, NULL, NULL, &err), &err);
+    /* one batch: seq 0 prefill of 6 rows + seq 1 two decode rows (verification-like) */
+    sm_row mixed[8];
+    for (int i = 0; i < 6; i++) mixed[i] = (sm_row){.seq = 0, .token = (3 * i + 1) % V, .pos = i, .want_logits = i >= 4};
+    mixed[6] = (sm_row){.seq = 1, .token = 9 % V, .pos = 5, .want_logits = true};
+    mixed[7] = (sm_row){.seq = 1, .token = 4 % V, .pos = 6, .want_logits = true};
+    CHECK_OK(sm_model_forward(m, mixed, 8, NULL, out, &err), &err); /* 4 rows of logits */
+    /* truncate seq 0 back to 3 and re-score other tokens at positions 3..4 */
+    CHECK_OK(sm_model_truncate(m, 0, 3, &err), &err);
+    sm_row again[2] = {{.seq = 0, .token = 17 % V, .pos = 3, .want_logits = true},
+                       {.seq = 0, .token = 23 % V, .pos = 4, .want_logits = true}};
+    CHECK_OK(sm_model_forward(m, again, 2, NULL, out + (size_t)4 * V, &err), &err);
+    CHECK(sm_model_seq_length(m, 0) == 5 && sm_model_seq_length(m, 1) == 7, "lengths after the scenario: %d, %d",
+          sm_model_seq_length(m, 0), sm_model_seq_length(m, 1));
+}
+
+static void test_mixed_and_truncate(const char *dir) {
+    sm_model *cpu = load(dir, "cpu", 2, 32), *gpu = load(dir, "cuda", 2, 32);
+    if (!cpu || !gpu) { sm_model_free(cpu); sm_model_free(gpu); return; }
+    int V = sm_model_cfg(cpu)->vocab_size;
+    float *ref = calloc((size_t)6 * V, 4), *got = calloc((size_t)6 * V, 4);
+    scenario(cpu, ref, V);
+    scenario(gpu, got, V);
+    double e = worst_rel(got, ref, 6, V);
+    CHECK(e < LOGITS_TOL, "%s: mixed batch + truncate: worst rel L2 %.3g", dir, e);
+    printf("%s: mixed prefill/decode batch + truncate/re-score: worst rel L2 %.2e\n", dir, e);
+    free(ref); free(got);
+    sm_model_free(cpu); sm_model_free(gpu);
+}
+
+/* Graph replays (decode steps after the first of a shape) must equal eager steps exactly. */
+static void test_graphs(const char *dir) {
+    setenv("SPECMOE_CUDA_GRAPHS", "0", 1);
+    sm_model *eager = load(dir, "cuda", 1, 64);
+    unsetenv("SPECMOE_CUDA_GRAPHS");
+    sm_model *graphed = load(dir, "cuda", 1, 64);
+    if (!eager || !graphed) { sm_model_free(eager); sm_model_free(graphed); return; }
+    int V = sm_model_cfg(eager)->vocab_size;
+    float *a = prefill_decode(eager), *b = prefill_decode(graphed);
+    CHECK(memcmp(a, b, sizeof(float) * (size_t)(PROMPT + DECODE) * V) == 0,
+          "%s: CUDA-graph decode steps differ from eager ones (worst rel L2 %.3g)", dir,
+          worst_rel(b, a, PROMPT + DECODE, V));
+    free(a); free(b);
+    sm_model_free(eager); sm_model_free(graphed);
+}
+
+static int argmax(const float *v, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++) b = v[i] > v[b] ? i : b;
+    return b;
+}
+
+static void greedy(sm_model *m, const int *prompt, int n_prompt, int steps, int *out) {
+    int V = sm_model_cfg(m)->vocab_size;
+    float *logits = malloc((size_t)V * 4);
+    sm_row rows[64];
+    for (int i = 0; i < n_prompt; i++) rows[i] = (sm_row){.seq = 0, .token = prompt[i], .pos = i, .want_logits = i == n_prompt - 1};
+    sm_error err = {0};
+    CHECK_OK(sm_model_forward(m, rows, n_prompt, NULL, logits, &err), &err);
+    for (int s = 0; s < steps; s++) {
+        out[s] = argmax(logits, V);
+        sm_row r = {.seq = 0, .token = out[s], .pos = n_prompt + s, .want_logits = true};
+        CHECK_OK(sm_model_forward(m, &r, 1, NULL, logits, &err), &err);
+    }
+    free(logits);
+}
+
+static const int prompt_ids[] = {1, 45, 300, 12, 871, 5, 66, 1024, 7, 230};
+#define N_PROMPT ((int)(sizeof prompt_ids / sizeof prompt_ids[0]))
+#define GREEDY_STEPS 16
+
+static void test_greedy_target(void) {
+    const char *dir = "experiments/models/target";
+    sm_model *cpu = load(dir, "cpu", 1, 128), *gpu = load(dir, "cuda", 1, 128);
+    if (!cpu || !gpu) { sm_model_free(cpu); sm_model_free(gpu); return; }
+    int a[GREEDY_STEPS], b[GREEDY_STEPS];
+    greedy(cpu, prompt_ids, N_PROMPT, GREEDY_STEPS, a);
+    greedy(gpu, prompt_ids, N_PROMPT, GREEDY_STEPS, b);
+    int first_diff = -1;
+    for (int i = 0; i < GREEDY_STEPS && first_diff < 0; i++) if (a[i] != b[i]) first_diff = i;
+    CHECK(first_diff < 0, "target greedy: GPU departs from CPU at step %d (%d vs %d)", first_diff,
+          first_diff >= 0 ? b[first_diff] : 0, first_diff >= 0 ? a[first_diff] : 0);
+    printf("target greedy %d steps: GPU %s CPU\n", GREEDY_STEPS, first_diff < 0 ? "==" : "!=");
+    sm_model_free(cpu); sm_model_free(gpu);
+}
+
+/* Run the engine on one sequence; returns the number of output tokens (into out). */
+static int spec_generate(sm_model *target, const char *drafter, const char *draft_dir, int k, int max_new, int *out,
+                         double *accept_len) {
+    sm_spec_config sc = {.num_speculative_tokens = k, .drafter = drafter, .draft_dir = draft_dir,
+                         .draft_opts = {.device = "cuda", .n_threads = 2}};
+    sm_spec_engine *e = NULL;
+    sm_error err = {0};
+    sm_status s = sm_spec_engine_create(target, &sc, &e, &err);
+    CHECK(s == SM_OK, "spec engine (k=%d, drafter %s): %s", k, drafter ? drafter : "none", err.msg);
+    if (s) return 0;
+    sm_spec_seq_params sp = {.prompt = prompt_ids, .n_prompt = N_PROMPT, .max_new_tokens = max_new, .seed = 1};
+    int64_t id;
+    int n = 0;
+    CHECK_OK(sm_spec_add_sequence(e, &sp, &id, &err), &err);
+    while (sm_spec_active_count(e) > 0) {
+        const sm_spec_step_metrics *m;
+        if (sm_spec_step(e, &m, &err)) { CHECK(0, "spec step: %s", err.msg); break; }
+    }
+    const int *toks;
+    sm_spec_finish fin;
+    if (sm_spec_seq_output(e, id, &toks, &n, &fin, &err) == SM_OK) memcpy(out, toks, (size_t)n * sizeof(int));
+    if (accept_len) *accept_len = sm_spec_accept_length(sm_spec_engine_counters(e));
+    sm_spec_engine_free(e);
+    return n;
+}
+
+static void test_spec_on_gpu(void) {
+    sm_model *target = load("experiments/models/target", "cuda", 1, 128);
+    if (!target) return;
+    int base[40], spec[40];
+    int nb = spec_generate(target, NULL, NULL, 0, 32, base, NULL);
+    for (int k = 1; k <= 4; k += 3) {
+        double al = 0;
+        int ns = spec_generate(target, "model", "experiments/models/draft", k, 32, spec, &al);
+        CHECK(ns == nb && memcmp(spec, base, (size_t)nb * sizeof(int)) == 0,
+              "GPU speculative (draft on GPU, k=%d) output differs from GPU target-only greedy (%d vs %d tokens)", k, ns, nb);
+        printf("speculative on GPU, k=%d: %d tokens, equal to target-only: %s, accept_length %.2f\n", k, ns,
+               ns == nb && !memcmp(spec, base, (size_t)nb * sizeof(int)) ? "yes" : "no", al);
+    }
+    sm_model_free(target);
+}
+
+static void test_random_and_fit(void) {
+    const char *dir = "experiments/models/target";
+    sm_error err = {0};
+    float *l[3];
+    for (int i = 0; i < 3; i++) {
+        sm_model_opts o = {.device = "cuda", .random_weights = true, .seed = i < 2 ? 7 : 8, .max_context = 64};
+        sm_model *m = NULL;
+        l[i] = NULL;
+        CHECK_OK(sm_model_load(dir, &o, &m, &err), &err);
+        if (m) l[i] = prefill_decode(m);
+        sm_model_free(m);
+    }
+    if (l[0] && l[1] && l[2]) {
+        size_t n = (size_t)(PROMPT + DECODE) * 4096;
+        CHECK(gpu_test_all_finite(l[0], n), "random weights: non-finite logits");
+        CHECK(memcmp(l[0], l[1], n * 4) == 0, "random weights: the same seed gave different logits");
+        CHECK(memcmp(l[0], l[2], n * 4) != 0, "random weights: different seeds gave the same logits");
+    }
+    for (int i = 0; i < 3; i++) free(l[i]);
+    /* 200000 sequences x 1024 positions: ~190 GiB of KV cache */
+    sm_model_opts o = {.device = "cuda", .max_seqs = 200000, .max_context = 1024};
+    sm_model *m = NULL;
+    sm_status s = sm_model_load(dir, &o, &m, &err);
+    CHECK(s == SM_ENOMEM && strstr(err.msg, "needs") && strstr(err.msg, "KV cache") && strstr(err.msg, "GiB free on"),
+          "too-big model: got %s: %s", sm_status_name(s), err.msg);
+    printf("too-big model: %s\n", err.msg);
+    sm_model_free(m);
+    o = (sm_model_opts){.device = "tpu"};
+    s = sm_model_load(dir, &o, &m, &err);
+    CHECK(s == SM_EINVAL && strstr(err.msg, "tpu"), "unknown device: %s", err.msg);
+}
+
+int main(void) {
+    gpu_test_require_device("test_gpu_forward");
+    test_fixtures();
+    test_mixed_and_truncate("experiments/models/target");
+    test_mixed_and_truncate("tests/fixtures/models/qwen2_moe");
+    test_graphs("experiments/models/target");
+    test_greedy_target();
+    test_spec_on_gpu();
+    test_random_and_fit();
+    TEST_MAIN_END
+}
