@@ -118,6 +118,7 @@ int sm_cmd_bench(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "moe-layer")) return bench_moe_layer(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "decode")) return sm_cmd_bench_decode(argc - 1, argv + 1);
     fprintf(stderr, "specmoe bench: unknown benchmark '%s' (moe-layer)\n", argv[1]);
     return 2;
 }

@@ -41,6 +41,7 @@ static void stream_text(const sm_tokenizer *tok, const int *ids, int n, size_t *
 
 typedef struct gen_opts {
     const char *model_dir, *prompt, *prompt_ids, *runner, *draft_dir, *drafter, *draft_runner, *dtype, *draft_dtype;
+    const char *device, *weights;
     const char *self_layers, *self_skip_layers;
     int max_new, seed, threads, top_k, k, self_top_k, ngram_min, ngram_max;
     double temperature, top_p;
@@ -124,7 +125,9 @@ int sm_cmd_generate(int argc, char **argv) {
         {"temperature", SM_ARG_FLOAT, &o.temperature, "sampling temperature, 0 = greedy (default 0)"},
         {"top-p", SM_ARG_FLOAT, &o.top_p, "nucleus sampling mass (default 1 = off)"},
         {"top-k", SM_ARG_INT, &o.top_k, "keep the k most likely tokens (default 0 = off)"},
-        {"seed", SM_ARG_INT, &o.seed, "random seed (default 0)"},
+        {"seed", SM_ARG_INT, &o.seed, "random seed (default 0); also of --weights random"},
+        {"device", SM_ARG_STRING, &o.device, "cpu | cuda: where target and draft run (default cpu)"},
+        {"weights", SM_ARG_STRING, &o.weights, "checkpoint | random (random: only config.json is read; needs --device cuda)"},
         {"moe-runner-backend", SM_ARG_STRING, &o.runner, "MoE runner backend (default auto)"},
         {"dtype", SM_ARG_STRING, &o.dtype, "expert weight dtype: auto | f32 | bf16 | ... as the runner takes (default auto)"},
         {"threads", SM_ARG_INT, &o.threads, "CPU threads (default: all cores)"},
@@ -157,6 +160,10 @@ int sm_cmd_generate(int argc, char **argv) {
         return 2;
     }
     if ((rc = check_spec_usage(&o))) return rc;
+    if (o.weights && strcmp(o.weights, "checkpoint") && strcmp(o.weights, "random")) {
+        fprintf(stderr, "specmoe generate: --weights is checkpoint or random, not '%s'\n", o.weights);
+        return 2;
+    }
 
     sm_error err = {0};
     sm_model *m = NULL;
@@ -168,7 +175,9 @@ int sm_cmd_generate(int argc, char **argv) {
         const char *opt = o.self_layers ? "--self-layers" : "--self-skip-layers";
         if (sm_args_parse_ids(opt, o.self_layers ? o.self_layers : o.self_skip_layers, &self_list, &n_self_list)) return 2;
     }
-    sm_model_opts opts = {.moe_runner_backend = o.runner, .n_threads = o.threads, .max_seqs = 1, .dtype = o.dtype};
+    bool random_weights = o.weights && !strcmp(o.weights, "random");
+    sm_model_opts opts = {.moe_runner_backend = o.runner, .n_threads = o.threads, .max_seqs = 1, .dtype = o.dtype,
+                          .device = o.device, .random_weights = random_weights, .seed = (uint64_t)o.seed};
     if (sm_model_load(o.model_dir, &opts, &m, &err)) { rc = fail("generate", &err); goto done; }
     const sm_model_config *cfg = sm_model_cfg(m);
     const sm_tokenizer *tok = sm_model_tokenizer(m);
@@ -192,7 +201,8 @@ int sm_cmd_generate(int argc, char **argv) {
         .num_speculative_tokens = o.k, .drafter = o.drafter,
         .sampling = {.temperature = (float)o.temperature, .top_p = (float)o.top_p, .top_k = o.top_k},
         .draft_dir = o.draft_dir,
-        .draft_opts = {.moe_runner_backend = o.draft_runner, .n_threads = o.threads, .dtype = o.draft_dtype},
+        .draft_opts = {.moe_runner_backend = o.draft_runner, .n_threads = o.threads, .dtype = o.draft_dtype,
+                       .device = o.device},
         .ngram_min = o.ngram_min, .ngram_max = o.ngram_max,
         .self_layers = o.self_layers ? self_list : NULL, .n_self_layers = o.self_layers ? n_self_list : 0,
         .self_skip_layers = o.self_skip_layers ? self_list : NULL, .n_self_skip_layers = o.self_skip_layers ? n_self_list : 0,

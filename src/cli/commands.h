@@ -17,5 +17,6 @@ int sm_cmd_detokenize(int argc, char **argv);
 int sm_cmd_run(int argc, char **argv);
 int sm_cmd_report(int argc, char **argv);
 int sm_cmd_bench(int argc, char **argv);
+int sm_cmd_bench_decode(int argc, char **argv); /* cmd_bench_decode.c */
 
 #endif

@@ -1,0 +1,126 @@
+/* specmoe bench decode — end-to-end decode steps of a whole model on the GPU per batch size, next
+ * to the roofline (src/cuda/bench_decode.h). --preset writes the named config.json into a
+ * temporary directory and draws random weights, so full-size shapes need no download. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#ifdef SPECMOE_HAVE_CUDA
+#include "cuda/bench_decode.h"
+#endif
+
+typedef struct decode_preset {
+    const char *name;
+    const char *config_json;
+} decode_preset;
+
+static const decode_preset presets[] = {
+    {"qwen3-30b-a3b",
+     "{\"architectures\":[\"Qwen3MoeForCausalLM\"],\"model_type\":\"qwen3_moe\",\"hidden_size\":2048,"
+     "\"num_hidden_layers\":48,\"num_attention_heads\":32,\"num_key_value_heads\":4,\"head_dim\":128,"
+     "\"intermediate_size\":6144,\"moe_intermediate_size\":768,\"num_experts\":128,\"num_experts_per_tok\":8,"
+     "\"norm_topk_prob\":true,\"decoder_sparse_step\":1,\"mlp_only_layers\":[],\"vocab_size\":151936,"
+     "\"max_position_embeddings\":40960,\"rope_theta\":1000000.0,\"rms_norm_eps\":1e-06,"
+     "\"tie_word_embeddings\":false,\"attention_bias\":false,\"bos_token_id\":151643,\"eos_token_id\":151645}"},
+};
+
+static int parse_list(const char *text, int **out, int *n) {
+    int cap = 16, k = 0;
+    int *v = malloc((size_t)cap * sizeof *v);
+    const char *p = text;
+    while (v && *p) {
+        char *end;
+        long x = strtol(p, &end, 10);
+        if (end == p || x < 1 || x > 512) { free(v); return -1; }
+        if (k == cap) { int *g = realloc(v, (size_t)(cap *= 2) * sizeof *v); if (!g) { free(v); return -1; } v = g; }
+        v[k++] = (int)x;
+        p = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') { free(v); return -1; }
+    }
+    *out = v;
+    *n = k;
+    return v && k ? 0 : -1;
+}
+
+int sm_cmd_bench_decode(int argc, char **argv) {
+    const char *preset = NULL, *model = NULL, *weights = NULL, *batches_text = "1,2,4,8,16,32,64", *runner = NULL;
+    int seed = 0, prompt = 32, steps = 20, warmup = 3;
+    bool eager = false;
+    sm_arg args[] = {
+        {"preset", SM_ARG_STRING, &preset, "qwen3-30b-a3b (full 48 layers, random weights)"},
+        {"model", SM_ARG_STRING, &model, "checkpoint directory (instead of --preset)"},
+        {"weights", SM_ARG_STRING, &weights, "checkpoint | random (default: random with --preset, checkpoint with --model)"},
+        {"seed", SM_ARG_INT, &seed, "seed of random weights (default 0)"},
+        {"batch", SM_ARG_STRING, &batches_text, "batch sizes (default 1,2,4,8,16,32,64)"},
+        {"prompt", SM_ARG_INT, &prompt, "tokens prefilled per sequence (default 32)"},
+        {"steps", SM_ARG_INT, &steps, "timed decode steps per batch size (default 20)"},
+        {"warmup", SM_ARG_INT, &warmup, "untimed steps first (default 3)"},
+        {"moe-runner-backend", SM_ARG_STRING, &runner, "MoE runner backend: cuda (auto) or cublaslt"},
+        {"eager", SM_ARG_FLAG, &eager, "no CUDA graphs"},
+    };
+    const char *pos[1];
+    int n_pos;
+    int rc = sm_args_parse("bench decode", "[--preset NAME | --model DIR] [--weights random] [--batch 1,2,4] [options]",
+                           args, (int)(sizeof args / sizeof args[0]), argc, argv, pos, 0, &n_pos);
+    if (rc) return rc < 0 ? 0 : rc;
+    if (preset && model) { fprintf(stderr, "specmoe bench decode: give --preset or --model, not both\n"); return 2; }
+    if (weights && strcmp(weights, "random") && strcmp(weights, "checkpoint")) {
+        fprintf(stderr, "specmoe bench decode: --weights is checkpoint or random, not '%s'\n", weights);
+        return 2;
+    }
+    int *batches = NULL, n_batches = 0;
+    if (parse_list(batches_text, &batches, &n_batches) || prompt < 1 || steps < 1 || warmup < 0) {
+        fprintf(stderr, "specmoe bench decode: need --batch like 1,2,4 (1..512), --prompt >= 1, --steps >= 1, --warmup >= 0\n");
+        return 2;
+    }
+    if (!preset && !model) preset = "qwen3-30b-a3b";
+    char dir[64] = "";
+    const char *model_dir = model;
+    if (preset) {
+        size_t i = 0;
+        while (i < sizeof presets / sizeof presets[0] && strcmp(presets[i].name, preset)) i++;
+        if (i == sizeof presets / sizeof presets[0]) {
+            fprintf(stderr, "specmoe bench decode: unknown preset '%s' (qwen3-30b-a3b)\n", preset);
+            free(batches);
+            return 2;
+        }
+        snprintf(dir, sizeof dir, "/tmp/specmoe-preset-XXXXXX");
+        char path[128];
+        FILE *f = NULL;
+        if (mkdtemp(dir)) {
+            snprintf(path, sizeof path, "%s/config.json", dir);
+            f = fopen(path, "w");
+        }
+        if (!f || fputs(presets[i].config_json, f) < 0 || fclose(f)) {
+            fprintf(stderr, "specmoe bench decode: cannot write the preset's config.json under /tmp\n");
+            free(batches);
+            return 1;
+        }
+        model_dir = dir;
+    }
+    rc = 1;
+#ifdef SPECMOE_HAVE_CUDA
+    sm_bench_decode_opts o = {.model_dir = model_dir, .label = preset ? preset : model,
+                              .random_weights = preset ? !weights || !strcmp(weights, "random") : weights && !strcmp(weights, "random"),
+                              .seed = (uint64_t)seed, .runner = runner, .batches = batches, .n_batches = n_batches,
+                              .prompt = prompt, .steps = steps, .warmup = warmup, .eager = eager, .out = stdout};
+    sm_error err = {0};
+    if (sm_bench_decode(&o, &err)) fprintf(stderr, "specmoe bench decode: %s\n", err.msg);
+    else rc = 0;
+#else
+    (void)model_dir;
+    (void)eager;
+    fprintf(stderr, "specmoe bench decode: this build has no CUDA (configure with -DSPECMOE_CUDA=ON)\n");
+#endif
+    if (preset) {
+        char path[128];
+        snprintf(path, sizeof path, "%s/config.json", dir);
+        remove(path);
+        rmdir(dir);
+    }
+    free(batches);
+    return rc;
+}

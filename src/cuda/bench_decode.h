@@ -1,0 +1,29 @@
+/* src/cuda/bench_decode.h — `specmoe bench decode`: end-to-end decode steps of a whole model on
+ * the GPU (device "cuda"), per batch size, next to the roofline measured in the same run:
+ * bytes of weights one step reads ÷ device copy bandwidth (read + write of cudaMemcpy D2D). */
+#ifndef SM_BENCH_DECODE_H
+#define SM_BENCH_DECODE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/status.h"
+
+typedef struct sm_bench_decode_opts {
+    const char *model_dir;        /* directory with config.json (and weights unless random) */
+    const char *label;            /* preset name or the directory, for the header */
+    bool random_weights;
+    uint64_t seed;
+    const char *runner;           /* MoE runner backend (NULL = auto) */
+    const int *batches;
+    int n_batches;
+    int prompt;                   /* tokens prefilled per sequence before timing */
+    int steps, warmup;            /* timed / untimed decode steps per batch size */
+    bool eager;                   /* no CUDA graphs */
+    FILE *out;
+} sm_bench_decode_opts;
+
+sm_status sm_bench_decode(const sm_bench_decode_opts *o, sm_error *err);
+
+#endif
