@@ -3,8 +3,11 @@
 
 #include <limits.h>
 #include <mma.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "kernel_common.cuh"
+#include "moe_mma.cuh"
 
 namespace {
 
@@ -293,11 +296,27 @@ int decode_tile(const sm_moe_grouped_args *a, int K) {
     return t;
 }
 
-sm_moe_regime pick(const sm_moe_grouped_args *a, int K) {
-    if (a->regime != SM_MOE_REGIME_AUTO) return a->regime;
+/* Expected tokens per expert up to which AUTO takes decode-mma when allowed: one pass of it
+ * serves up to 32 tokens per expert (4x slack over this), and from there on the 128-row
+ * prefill-mma tiles also read each weight about once while using the tensor cores fully. */
+constexpr int DECODE_MMA_AUTO_MAX = 16;
+
+/* K: reduction length, N: output columns of the projection. */
+sm_moe_regime pick(const sm_moe_grouped_args *a, int K, int N) {
+    switch (a->regime) {
+    case SM_MOE_REGIME_AUTO: break;
+    case SM_MOE_REGIME_PREFILL_MMA: /* shapes it does not take run the WMMA prefill kernel */
+        return sm_moe_mma::prefill_accepts(K, N) ? SM_MOE_REGIME_PREFILL_MMA : SM_MOE_REGIME_PREFILL;
+    default: return a->regime;
+    }
+    const int expected = expected_per_expert(a);
+    if ((a->auto_allow & SM_MOE_ALLOW_DECODE_MMA) && expected <= DECODE_MMA_AUTO_MAX) return SM_MOE_REGIME_DECODE_MMA;
     /* Decode re-reads an expert's weights once per tile of T tokens; past one tile the
      * tensor-core tiles (64 tokens per weight read) win. */
-    return expected_per_expert(a) <= decode_tile(a, K) ? SM_MOE_REGIME_DECODE : SM_MOE_REGIME_PREFILL;
+    if (expected <= decode_tile(a, K)) return SM_MOE_REGIME_DECODE;
+    if ((a->auto_allow & SM_MOE_ALLOW_PREFILL_MMA) && sm_moe_mma::prefill_accepts(K, N))
+        return SM_MOE_REGIME_PREFILL_MMA;
+    return SM_MOE_REGIME_PREFILL;
 }
 
 template <int T, bool GATED>
@@ -360,10 +379,24 @@ sm_status check_args(const char *what, const sm_moe_grouped_args *a, const void 
                        a->hidden, a->ffn);
     if (a->n_assign > 0 && (!a->expert_offsets || !in || !w || !out))
         return sm_fail(err, SM_EINVAL, "%s: NULL device pointer", what);
-    if (a->regime != SM_MOE_REGIME_AUTO && a->regime != SM_MOE_REGIME_DECODE && a->regime != SM_MOE_REGIME_PREFILL)
+    if ((int)a->regime < 0 || (int)a->regime >= (int)SM_MOE_REGIME_COUNT)
         return sm_fail(err, SM_EINVAL, "%s: unknown regime %d", what, (int)a->regime);
     return SM_OK;
 }
+
+/* One projection with the kernel pick() chooses. */
+template <bool GATED>
+cudaError_t run(cudaStream_t s, const sm_moe_grouped_args *a, const void *in, const void *w, const float *weight,
+                void *out, int K, int N) {
+    switch (pick(a, K, N)) {
+    case SM_MOE_REGIME_DECODE: return launch_decode<GATED>(s, a, in, w, weight, out, K, N);
+    case SM_MOE_REGIME_DECODE_MMA: return sm_moe_mma::launch_decode(GATED, s, a, in, w, weight, out, K, N);
+    case SM_MOE_REGIME_PREFILL_MMA: return sm_moe_mma::launch_prefill(GATED, s, a, in, w, weight, out, K, N);
+    default: return launch_prefill<GATED>(s, a, in, w, weight, out, K, N);
+    }
+}
+
+const char *const regime_names[SM_MOE_REGIME_COUNT] = {"auto", "decode", "prefill", "decode-mma", "prefill-mma"};
 
 sm_status finish(const char *what, cudaError_t e, sm_error *err) {
     if (e != cudaSuccess)
@@ -374,17 +407,29 @@ sm_status finish(const char *what, cudaError_t e, sm_error *err) {
 } // namespace
 
 extern "C" sm_moe_regime sm_moe_regime_pick(const sm_moe_grouped_args *a, bool down_proj) {
-    return pick(a, down_proj ? a->ffn : a->hidden);
+    return down_proj ? pick(a, a->ffn, a->hidden) : pick(a, a->hidden, a->ffn);
+}
+
+extern "C" const char *sm_moe_regime_name(sm_moe_regime r) {
+    return (int)r >= 0 && (int)r < (int)SM_MOE_REGIME_COUNT ? regime_names[r] : "?";
+}
+
+extern "C" int sm_moe_regime_parse(const char *name) {
+    for (int i = 0; name && i < (int)SM_MOE_REGIME_COUNT; i++)
+        if (!strcmp(name, regime_names[i])) return i;
+    return -1;
+}
+
+extern "C" unsigned sm_moe_auto_allow_from_env(void) {
+    const char *d = getenv("SPECMOE_MOE_DECODE"), *p = getenv("SPECMOE_MOE_PREFILL");
+    return (d && !strcmp(d, "mma") ? (unsigned)SM_MOE_ALLOW_DECODE_MMA : 0u) | (p && !strcmp(p, "mma") ? (unsigned)SM_MOE_ALLOW_PREFILL_MMA : 0u);
 }
 
 extern "C" sm_status sm_cuda_moe_gate_up(cudaStream_t stream, const sm_moe_grouped_args *a, const sm_bf16_bits *x,
                                          const sm_bf16_bits *w_gate_up, sm_bf16_bits *act, sm_error *err) {
     SM_TRY(check_args("moe_gate_up", a, x, w_gate_up, act, err));
     if (a->n_assign == 0) return SM_OK;
-    const int K = a->hidden, N = a->ffn;
-    cudaError_t e = pick(a, K) == SM_MOE_REGIME_DECODE
-                        ? launch_decode<true>(stream, a, x, w_gate_up, nullptr, act, K, N)
-                        : launch_prefill<true>(stream, a, x, w_gate_up, nullptr, act, K, N);
+    cudaError_t e = run<true>(stream, a, x, w_gate_up, nullptr, act, a->hidden, a->ffn);
     return finish("moe_gate_up", e, err);
 }
 
@@ -394,9 +439,6 @@ extern "C" sm_status sm_cuda_moe_down(cudaStream_t stream, const sm_moe_grouped_
     SM_TRY(check_args("moe_down", a, act, w_down, y, err));
     if (a->n_assign > 0 && !weight) return sm_fail(err, SM_EINVAL, "moe_down: NULL routing weights");
     if (a->n_assign == 0) return SM_OK;
-    const int K = a->ffn, N = a->hidden;
-    cudaError_t e = pick(a, K) == SM_MOE_REGIME_DECODE
-                        ? launch_decode<false>(stream, a, act, w_down, weight, y, K, N)
-                        : launch_prefill<false>(stream, a, act, w_down, weight, y, K, N);
+    cudaError_t e = run<false>(stream, a, act, w_down, weight, y, a->ffn, a->hidden);
     return finish("moe_down", e, err);
 }

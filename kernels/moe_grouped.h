@@ -6,11 +6,18 @@
  * Expert ranges come from expert_offsets in DEVICE memory and the grid depends only on n_assign,
  * so a launch can be captured in a CUDA graph and replayed with new routing.
  *
- * Two regimes (chosen by the expected tokens per active expert, or forced for tests):
- *   decode  — few tokens per expert: memory-bound; many CTAs per expert, one warp per output
- *             column streaming a BF16 weight row with 16-byte loads, tokens held in shared memory;
- *   prefill — many tokens per expert: tensor-core tiles (WMMA bf16, fp32 accumulate),
- *             64 tokens × 64 columns per CTA, cp.async double buffering.
+ * Regimes (chosen by the expected tokens per active expert, or forced for tests and benches):
+ *   decode      — few tokens per expert: memory-bound; many CTAs per expert, one warp per output
+ *                 column streaming a BF16 weight row with 16-byte loads, tokens held in shared
+ *                 memory (re-streams the row per tile of at most 8 tokens);
+ *   prefill     — many tokens per expert: tensor-core tiles (WMMA bf16, fp32 accumulate),
+ *                 64 tokens × 64 columns per CTA, cp.async double buffering;
+ *   decode-mma  — several tokens per expert on large experts: a CTA per (expert, 16 columns)
+ *                 streams each weight once for up to 32 tokens with mma.sync (moe_decode_mma.cu);
+ *   prefill-mma — 128×128×32 mma.sync tiles, ldmatrix, 3-stage cp.async (moe_prefill_mma.cu);
+ *                 needs K % 32 == 0 and N % 64 == 0, other shapes run `prefill` instead.
+ * AUTO picks decode/prefill as before; the two mma kernels are not yet validated on a GPU, so
+ * AUTO picks them only when auto_allow says so (sm_moe_auto_allow_from_env).
  *
  * Layouts (BF16, row-major, row strides are the padded sizes; the runner pads with zeros):
  *   x, y:       [n_assign, hidden]      act: [n_assign, ffn]
@@ -32,7 +39,13 @@ typedef enum sm_moe_regime {
     SM_MOE_REGIME_AUTO = 0,
     SM_MOE_REGIME_DECODE,
     SM_MOE_REGIME_PREFILL,
+    SM_MOE_REGIME_DECODE_MMA,
+    SM_MOE_REGIME_PREFILL_MMA,
+    SM_MOE_REGIME_COUNT
 } sm_moe_regime;
+
+/* Bits of sm_moe_grouped_args.auto_allow: new kernels AUTO may choose. */
+enum { SM_MOE_ALLOW_DECODE_MMA = 1u << 0, SM_MOE_ALLOW_PREFILL_MMA = 1u << 1 };
 
 typedef struct sm_moe_grouped_args {
     int num_experts;
@@ -41,10 +54,22 @@ typedef struct sm_moe_grouped_args {
     int n_assign;                /* rows of x/act/y; fixes the grid; expert_offsets[E] must equal it */
     const int *expert_offsets;   /* device [num_experts + 1] */
     sm_moe_regime regime;
+    unsigned auto_allow;         /* SM_MOE_ALLOW_* bits; 0: AUTO keeps to decode/prefill */
 } sm_moe_grouped_args;
 
-/* The regime AUTO resolves to for one projection (down_proj false: gate_up), for labels. */
+/* The kernel a launch runs for one projection (down_proj false: gate_up): what AUTO resolves
+ * to, or the forced regime after its shape fallback (prefill-mma -> prefill). For labels. */
 sm_moe_regime sm_moe_regime_pick(const sm_moe_grouped_args *a, bool down_proj);
+
+/* "auto", "decode", "prefill", "decode-mma", "prefill-mma"; "?" for other values. */
+const char *sm_moe_regime_name(sm_moe_regime r);
+/* The regime with that name, or -1. */
+int sm_moe_regime_parse(const char *name);
+
+/* auto_allow from the environment, read once by whoever owns the launches (the `cuda` runner
+ * at create): SPECMOE_MOE_DECODE=mma allows decode-mma, SPECMOE_MOE_PREFILL=mma prefill-mma.
+ * Opt-in until both kernels have been validated on a GPU (tests/gpu/run_k7_on_device.sh). */
+unsigned sm_moe_auto_allow_from_env(void);
 
 sm_status sm_cuda_moe_gate_up(cudaStream_t stream, const sm_moe_grouped_args *a, const sm_bf16_bits *x,
                               const sm_bf16_bits *w_gate_up, sm_bf16_bits *act, sm_error *err);

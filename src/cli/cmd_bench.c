@@ -37,7 +37,7 @@ static int split_names(const char *text, char **storage, const char ***out, int 
 
 static int bench_moe_layer(int argc, char **argv) {
     const char *preset = NULL, *tokens_text = "1,2,4,8,16,32,64,128,256,512,1024,2048,4096",
-               *runners_text = "cublaslt,cuda";
+               *runners_text = "cublaslt,cuda", *regimes_text = NULL;
     int hidden = 0, ffn = 0, experts = 0, top_k = 0, iters = 20, warmup = 3, seed = 1;
     bool json = false;
     sm_arg args[] = {
@@ -48,6 +48,8 @@ static int bench_moe_layer(int argc, char **argv) {
         {"top-k", SM_ARG_INT, &top_k, "experts per token"},
         {"tokens", SM_ARG_STRING, &tokens_text, "token counts, e.g. 1,8,64,4096"},
         {"runners", SM_ARG_STRING, &runners_text, "GPU MoE runner backends (cublaslt,cuda)"},
+        {"regimes", SM_ARG_STRING, &regimes_text,
+         "`cuda` kernel regimes, each timed: auto,decode,prefill,decode-mma,prefill-mma (default: auto)"},
         {"iters", SM_ARG_INT, &iters, "timed replays per point (median reported)"},
         {"warmup", SM_ARG_INT, &warmup, "untimed replays first"},
         {"seed", SM_ARG_INT, &seed, "seed of weights and routing"},
@@ -89,11 +91,23 @@ static int bench_moe_layer(int argc, char **argv) {
         free(runner_storage);
         return 2;
     }
+    const char **regimes = NULL;
+    char *regime_storage = NULL;
+    int n_regimes = 0;
+    if (regimes_text && (split_names(regimes_text, &regime_storage, &regimes, &n_regimes) || n_regimes == 0)) {
+        fprintf(stderr, "specmoe bench moe-layer: --regimes needs at least one name\n");
+        free(tokens);
+        free(runners);
+        free(runner_storage);
+        free(regimes);
+        free(regime_storage);
+        return 2;
+    }
 #ifdef SPECMOE_HAVE_CUDA
     sm_bench_moe_opts o = {.label = shape.name, .hidden = shape.hidden, .ffn = shape.ffn, .experts = shape.experts,
                            .top_k = shape.top_k, .tokens = tokens, .n_tokens = n_tokens, .runners = runners,
-                           .n_runners = n_runners, .iters = iters, .warmup = warmup, .seed = (uint64_t)seed,
-                           .json = json, .out = stdout};
+                           .n_runners = n_runners, .regimes = regimes, .n_regimes = n_regimes, .iters = iters,
+                           .warmup = warmup, .seed = (uint64_t)seed, .json = json, .out = stdout};
     sm_error err = {0};
     rc = sm_bench_moe_layer(&o, &err) ? 1 : 0;
     if (rc) fprintf(stderr, "specmoe bench moe-layer: %s\n", err.msg);
@@ -106,6 +120,8 @@ static int bench_moe_layer(int argc, char **argv) {
     free(tokens);
     free(runners);
     free(runner_storage);
+    free(regimes);
+    free(regime_storage);
     return rc;
 }
 

@@ -230,7 +230,8 @@ static sm_status enqueue_layer(void *ctx, cudaStream_t s, sm_error *err) {
 typedef struct row {
     const char *runner;
     int tokens, n_assign, active;
-    const char *regime;
+    const char *regime;             /* kernels run: gate_up/down */
+    const char *requested;          /* with --regimes: the regime asked for, else NULL */
     double us, bytes, flops, copy_bw, dense;
 } row;
 
@@ -241,21 +242,26 @@ static void print_row(const sm_bench_moe_opts *o, const row *w, bool header) {
         fprintf(f, "{\"bench\":\"moe-layer\",\"shape\":\"%s\",\"hidden\":%d,\"ffn\":%d,\"experts\":%d,\"top_k\":%d,"
                    "\"runner\":\"%s\",\"tokens\":%d,\"assignments\":%d,\"active_experts\":%d,\"regime\":\"%s\","
                    "\"us\":%.2f,\"bytes\":%.0f,\"gbps\":%.1f,\"copy_gbps\":%.1f,\"bw_ratio\":%.3f,\"tflops\":%.2f,"
-                   "\"dense_tflops\":%.2f,\"dense_ratio\":%.3f}\n",
+                   "\"dense_tflops\":%.2f,\"dense_ratio\":%.3f%s%s%s}\n",
                 o->label, o->hidden, o->ffn, o->experts, o->top_k, w->runner, w->tokens, w->n_assign, w->active,
                 w->regime, w->us, w->bytes, bw / 1e9, w->copy_bw / 1e9, bw / w->copy_bw, tf / 1e12, w->dense / 1e12,
-                tf / w->dense);
+                tf / w->dense, w->requested ? ",\"requested\":\"" : "", w->requested ? w->requested : "",
+                w->requested ? "\"" : "");
         return;
     }
+    const int rw = o->n_regimes > 0 ? 28 : 15; /* "auto=prefill-mma/prefill-mma" */
     if (header)
-        fprintf(f, "%-9s %6s %7s %6s %-15s %10s %9s %7s %8s %9s %7s\n", "runner", "tokens", "assign", "active",
+        fprintf(f, "%-9s %6s %7s %6s %-*s %10s %9s %7s %8s %9s %7s\n", "runner", "tokens", "assign", "active", rw,
                 "regime", "time_us", "GB/s", "%copy", "TFLOP/s", "denseTF", "%dense");
-    fprintf(f, "%-9s %6d %7d %6d %-15s %10.1f %9.0f %6.1f%% %8.2f %9.1f %6.1f%%\n", w->runner, w->tokens, w->n_assign,
-            w->active, w->regime, w->us, bw / 1e9, 100 * bw / w->copy_bw, tf / 1e12, w->dense / 1e12,
+    fprintf(f, "%-9s %6d %7d %6d %-*s %10.1f %9.0f %6.1f%% %8.2f %9.1f %6.1f%%\n", w->runner, w->tokens, w->n_assign,
+            w->active, rw, w->regime, w->us, bw / 1e9, 100 * bw / w->copy_bw, tf / 1e12, w->dense / 1e12,
             100 * tf / w->dense);
 }
 
-static const char *regime_name(sm_moe_regime r) { return r == SM_MOE_REGIME_DECODE ? "decode" : "prefill"; }
+/* Expected tokens per active expert past which the decode kernels are not timed: they stream
+ * an expert's weights once per 8 (decode) or 32 (decode-mma) tokens, so thousands of tokens
+ * would take seconds per replay and say nothing new. */
+#define BENCH_DECODE_MAX_PER_EXPERT 64
 
 sm_status sm_bench_moe_layer(const sm_bench_moe_opts *o, sm_error *err) {
     SM_TRY(sm_cuda_device_ready(err));
@@ -268,12 +274,21 @@ sm_status sm_bench_moe_layer(const sm_bench_moe_opts *o, sm_error *err) {
         if (o->tokens[i] <= 0) return sm_fail(err, SM_EINVAL, "bench moe-layer: token count %d", o->tokens[i]);
         max_tokens = o->tokens[i] > max_tokens ? o->tokens[i] : max_tokens;
     }
+    int *regimes = calloc((size_t)(o->n_regimes > 0 ? o->n_regimes : 1), sizeof *regimes); /* [0] = AUTO */
+    if (!regimes) return sm_fail(err, SM_ENOMEM, "bench moe-layer");
+    for (int i = 0; i < o->n_regimes; i++)
+        if ((regimes[i] = sm_moe_regime_parse(o->regimes[i])) < 0) {
+            free(regimes);
+            return sm_fail(err, SM_EINVAL, "bench moe-layer: unknown regime '%s' (auto, decode, prefill, decode-mma, "
+                           "prefill-mma)", o->regimes[i]);
+        }
     const sm_runner_backend **backends = calloc((size_t)o->n_runners, sizeof *backends);
     if (!backends) return sm_fail(err, SM_ENOMEM, "bench moe-layer");
     for (int i = 0; i < o->n_runners; i++) {
         backends[i] = sm_runner_find(o->runners[i], false);
         if (!backends[i] || !sm_runner_has_device_path(backends[i])) {
             free(backends);
+            free(regimes);
             return sm_fail(err, SM_EINVAL, "bench moe-layer: '%s' is not a GPU MoE runner (cuda, cublaslt)", o->runners[i]);
         }
     }
@@ -327,31 +342,56 @@ sm_status sm_bench_moe_layer(const sm_bench_moe_opts *o, sm_error *err) {
             if (!s) s = sm_cuda_check(cudaMemcpy(d_off, rt.offsets, (size_t)(E + 1) * sizeof(int), cudaMemcpyHostToDevice),
                                       err, "bench: offsets");
             if (!s) s = sm_runner_device_reserve(backends[ri], r, rt.n_assign, err);
-            layer_ctx c = {.b = backends[ri], .r = r,
-                           .batch = {.layer = 0, .n_assign = rt.n_assign, .expert_offsets = d_off,
-                                     .expert_offsets_host = rt.offsets, .x = x, .weight = weight, .y = y}};
-            /* one eager forward first: lazy setup (GEMM plans, kernel attributes) stays out of the graph */
-            if (!s) s = enqueue_layer(&c, t.stream, err);
-            if (!s) s = sm_cuda_check(cudaStreamSynchronize(t.stream), err, "bench: eager forward");
-            cudaGraphExec_t exec = NULL;
-            if (!s) s = capture(&t, enqueue_layer, &c, &exec, err);
-            float ms = 0;
-            if (!s) s = time_graph(&t, exec, o->warmup, o->iters, &ms, err);
-            if (exec) cudaGraphExecDestroy(exec);
-            if (!s) {
-                char regime[32] = "cublaslt";
-                if (!strcmp(backends[ri]->name, "cuda")) {
-                    sm_moe_grouped_args a = {.num_experts = E, .hidden = H, .ffn = F, .n_assign = rt.n_assign};
-                    snprintf(regime, sizeof regime, "%s/%s", regime_name(sm_moe_regime_pick(&a, false)),
-                             regime_name(sm_moe_regime_pick(&a, true)));
+            const bool is_cuda = !strcmp(backends[ri]->name, "cuda");
+            const int n_reg = is_cuda && o->n_regimes > 0 ? o->n_regimes : 1;
+            for (int gi = 0; !s && gi < n_reg; gi++) {
+                /* the kernels each regime runs; AUTO as the runner resolves it (same environment) */
+                sm_moe_grouped_args a = {.num_experts = E, .hidden = H, .ffn = F, .n_assign = rt.n_assign,
+                                         .regime = (sm_moe_regime)regimes[gi],
+                                         .auto_allow = sm_moe_auto_allow_from_env()};
+                const sm_moe_regime k_up = sm_moe_regime_pick(&a, false), k_down = sm_moe_regime_pick(&a, true);
+                const bool decode_kernel = k_up == SM_MOE_REGIME_DECODE || k_up == SM_MOE_REGIME_DECODE_MMA ||
+                                           k_down == SM_MOE_REGIME_DECODE || k_down == SM_MOE_REGIME_DECODE_MMA;
+                const int per_expert = rt.n_assign / (rt.active > 0 ? rt.active : 1);
+                if (is_cuda && a.regime != SM_MOE_REGIME_AUTO && decode_kernel &&
+                    per_expert > BENCH_DECODE_MAX_PER_EXPERT) {
+                    if (!o->json)
+                        fprintf(o->out, "# cuda %s at %d tokens skipped: %d tokens per expert (decode kernels time only "
+                                        "<= %d)\n", sm_moe_regime_name(a.regime), o->tokens[ti], per_expert,
+                                BENCH_DECODE_MAX_PER_EXPERT);
+                    continue;
                 }
-                row w = {.runner = backends[ri]->name, .tokens = o->tokens[ti], .n_assign = rt.n_assign,
-                         .active = rt.active, .regime = regime, .us = ms * 1e3,
-                         .bytes = (double)rt.active * 3.0 * H * F * 2.0, .flops = 2.0 * rt.n_assign * 3.0 * H * F,
-                         .copy_bw = copy_bw, .dense = dense[ti]};
-                print_row(o, &w, header);
-                header = false;
-                fflush(o->out);
+                if (is_cuda) s = sm_runner_device_set_regime(backends[ri], r, regimes[gi], err);
+                layer_ctx c = {.b = backends[ri], .r = r,
+                               .batch = {.layer = 0, .n_assign = rt.n_assign, .expert_offsets = d_off,
+                                         .expert_offsets_host = rt.offsets, .x = x, .weight = weight, .y = y}};
+                /* one eager forward first: lazy setup (GEMM plans, kernel attributes) stays out of the graph */
+                if (!s) s = enqueue_layer(&c, t.stream, err);
+                if (!s) s = sm_cuda_check(cudaStreamSynchronize(t.stream), err, "bench: eager forward");
+                cudaGraphExec_t exec = NULL;
+                if (!s) s = capture(&t, enqueue_layer, &c, &exec, err);
+                float ms = 0;
+                if (!s) s = time_graph(&t, exec, o->warmup, o->iters, &ms, err);
+                if (exec) cudaGraphExecDestroy(exec);
+                if (s && is_cuda)
+                    sm_error_prefix(err, "regime %s, %d tokens: ", sm_moe_regime_name(a.regime), o->tokens[ti]);
+                if (!s) {
+                    /* with --regimes, AUTO rows say so: their kernels equal some forced row's */
+                    const bool tag_auto = o->n_regimes > 0 && !o->json && a.regime == SM_MOE_REGIME_AUTO;
+                    char regime[48] = "cublaslt";
+                    if (is_cuda)
+                        snprintf(regime, sizeof regime, "%s%s/%s", tag_auto ? "auto=" : "", sm_moe_regime_name(k_up),
+                                 sm_moe_regime_name(k_down));
+                    row w = {.runner = backends[ri]->name, .tokens = o->tokens[ti], .n_assign = rt.n_assign,
+                             .active = rt.active, .regime = regime,
+                             .requested = is_cuda && o->n_regimes > 0 ? sm_moe_regime_name(a.regime) : NULL,
+                             .us = ms * 1e3,
+                             .bytes = (double)rt.active * 3.0 * H * F * 2.0, .flops = 2.0 * rt.n_assign * 3.0 * H * F,
+                             .copy_bw = copy_bw, .dense = dense[ti]};
+                    print_row(o, &w, header);
+                    header = false;
+                    fflush(o->out);
+                }
             }
             free(rt.offsets);
         }
@@ -360,6 +400,7 @@ sm_status sm_bench_moe_layer(const sm_bench_moe_opts *o, sm_error *err) {
     }
     free(dense);
     free(backends);
+    free(regimes);
     if (t.stream) cudaStreamSynchronize(t.stream);
     cudaFree(x); cudaFree(y); cudaFree(weight); cudaFree(d_off);
     if (lt) cublasLtDestroy(lt);

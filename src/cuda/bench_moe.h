@@ -17,6 +17,10 @@ typedef struct sm_bench_moe_opts {
     int n_tokens;
     const char *const *runners;     /* runner backend names */
     int n_runners;
+    const char *const *regimes;     /* `cuda` kernel regimes to time each point with ("auto",
+                                       "decode", "prefill", "decode-mma", "prefill-mma"); none:
+                                       auto only, and the table keeps its narrow regime column */
+    int n_regimes;
     int iters, warmup;
     uint64_t seed;
     bool json;                      /* one JSON object per line instead of the table */

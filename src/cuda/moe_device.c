@@ -36,6 +36,13 @@ sm_status sm_runner_forward_device(const sm_runner_backend *b, sm_runner *r, cud
     return ops->forward_device(r, stream, batch, err);
 }
 
+sm_status sm_runner_device_set_regime(const sm_runner_backend *b, sm_runner *r, int regime, sm_error *err) {
+    const sm_runner_gpu_ops *ops;
+    SM_TRY(need(b, r, &ops, err));
+    if (!ops->set_regime) return sm_fail(err, SM_EUNSUPPORTED, "MoE runner '%s' has no kernel regimes", b->name);
+    return ops->set_regime(r, regime, err);
+}
+
 sm_status sm_runner_device_random_layer(const sm_runner_backend *b, sm_runner *r, int layer, uint64_t seed,
                                         float scale, sm_error *err) {
     const sm_runner_gpu_ops *ops;

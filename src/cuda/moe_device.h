@@ -44,6 +44,11 @@ sm_status sm_runner_device_reserve(const sm_runner_backend *b, sm_runner *r, int
 sm_status sm_runner_forward_device(const sm_runner_backend *b, sm_runner *r, cudaStream_t stream,
                                    const sm_moe_device_batch *batch, sm_error *err);
 
+/* `cuda` only: run every forward with this kernel regime (an sm_moe_regime of
+ * kernels/moe_grouped.h; 0 = AUTO, the default) — for benchmarks and tests of one kernel.
+ * Other runners refuse it. */
+sm_status sm_runner_device_set_regime(const sm_runner_backend *b, sm_runner *r, int regime, sm_error *err);
+
 /* Fill every expert of a layer with uniform random BF16 weights in [-scale, scale) on the device
  * (benchmarks of full-size shapes without a checkpoint). Needs hidden and ffn multiples of 8. */
 sm_status sm_runner_device_random_layer(const sm_runner_backend *b, sm_runner *r, int layer, uint64_t seed,

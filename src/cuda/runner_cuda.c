@@ -1,7 +1,10 @@
 /* src/cuda/runner_cuda.c — the `cuda` MoE runner: our own fused grouped kernels
  * (kernels/moe_grouped.h). Two launches per layer for all active experts; expert ranges are
  * read on the GPU, so the device path is graph-capturable with routing that changes between
- * replays. The kernel picks the decode or prefill regime from the number of assignments. */
+ * replays. The kernel picks the decode or prefill regime from the number of assignments; the
+ * tensor-core regimes (decode-mma, prefill-mma) join AUTO only when the environment allows
+ * them at create (SPECMOE_MOE_DECODE=mma, SPECMOE_MOE_PREFILL=mma: opt-in until validated on
+ * a GPU), and any regime can be forced with sm_runner_device_set_regime. */
 #include <stdlib.h>
 
 #include "cuda/cuda_check.h"
@@ -14,6 +17,8 @@ struct sm_runner {
     sm_moe_dev dev;
     sm_bf16_bits *act;            /* [rows, fp]: silu(gate) * up between the two launches */
     size_t act_bytes;
+    sm_moe_regime regime;         /* AUTO unless forced (benchmarks, tests) */
+    unsigned auto_allow;          /* SM_MOE_ALLOW_* read from the environment at create */
 };
 
 static void cuda_destroy(sm_runner *r) {
@@ -31,6 +36,8 @@ static sm_status cuda_reserve(sm_runner *r, cudaStream_t stream, int n_assign, s
 static sm_status cuda_create(const sm_moe_shape *shape, const sm_runner_opts *opts, sm_runner **out, sm_error *err) {
     sm_runner *r;
     SM_TRY(sm_calloc((void **)&r, 1, sizeof *r, "cuda runner", err));
+    r->regime = SM_MOE_REGIME_AUTO;
+    r->auto_allow = sm_moe_auto_allow_from_env();
     sm_status s = sm_moe_dev_init(&r->dev, "cuda", shape, err);
     if (!s && shape->max_rows > 0) s = cuda_reserve(r, r->dev.stream, shape->max_rows * shape->top_k, err);
     if (s) {
@@ -47,7 +54,7 @@ static sm_status cuda_forward_device(sm_runner *r, cudaStream_t stream, const sm
     SM_TRY(cuda_reserve(r, stream, b->n_assign, err));
     sm_moe_grouped_args a = {.num_experts = r->dev.shape.num_experts, .hidden = r->dev.hp, .ffn = r->dev.fp,
                              .n_assign = b->n_assign, .expert_offsets = b->expert_offsets,
-                             .regime = SM_MOE_REGIME_AUTO};
+                             .regime = r->regime, .auto_allow = r->auto_allow};
     SM_TRY(sm_cuda_moe_gate_up(stream, &a, b->x, r->dev.gate_up[b->layer], r->act, err));
     return sm_cuda_moe_down(stream, &a, r->act, r->dev.down[b->layer], b->weight, b->y, err);
 }
@@ -66,6 +73,13 @@ static sm_status cuda_reserve_entry(sm_runner *r, int n_assign, sm_error *err) {
 
 static sm_moe_dev *cuda_dev(sm_runner *r) { return &r->dev; }
 
+static sm_status cuda_set_regime(sm_runner *r, int regime, sm_error *err) {
+    if (regime < 0 || regime >= (int)SM_MOE_REGIME_COUNT)
+        return sm_fail(err, SM_EINVAL, "cuda runner: unknown kernel regime %d", regime);
+    r->regime = (sm_moe_regime)regime;
+    return SM_OK;
+}
+
 const sm_runner_backend sm_runner_cuda = {
     .name = "cuda",
     .description = "GPU BF16, our fused grouped kernels (decode: weight streaming; prefill: tensor cores)",
@@ -82,4 +96,5 @@ const sm_runner_gpu_ops sm_runner_cuda_gpu = {
     .reserve = cuda_reserve_entry,
     .forward_device = cuda_forward_device,
     .dev = cuda_dev,
+    .set_regime = cuda_set_regime,
 };

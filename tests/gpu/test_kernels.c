@@ -1,7 +1,11 @@
 /* Every kernel must compute what its CPU twin computes, on fresh random inputs (not zeros),
  * with outputs poisoned with NaN before the call, over several odd sizes:
- *  - moe grouped gate_up / down (both regimes forced, and auto) vs a plain fp32 loop on the same
- *    BF16 values, for random, skewed (one hot expert), half-empty and single-token routing;
+ *  - moe grouped gate_up / down (every regime forced — decode, prefill, decode-mma, prefill-mma —
+ *    and auto with and without the mma kernels allowed) vs a plain fp32 loop on the same BF16
+ *    values, for random, skewed (one hot expert), half-empty and single-token routing, M tails
+ *    (experts with 1..300 rows: several 128-row tiles and passes of 8/16/32 tokens), N tails
+ *    (columns not a multiple of 16 or 128), shapes the prefill-mma kernel refuses (its WMMA
+ *    fallback) and K long enough for several load batches per warp; no assignments at all;
  *  - silu_mul vs sm_cpu_silu_mul, rmsnorm(+residual) vs sm_cpu_rmsnorm, router top-k vs
  *    sm_router_topk (ids exactly, weights to fp32 rounding).
  * Tolerance for BF16 outputs: ||gpu - cpu|| / ||cpu|| < 1e-2 (BF16 keeps 8 mantissa bits). */
@@ -57,10 +61,51 @@ static void make_offsets(int route, int n, int E, uint64_t *seed, int *off) {
     free(count);
 }
 
+/* One regime to run: forced, or AUTO with some new kernels allowed. */
+typedef struct regime_case {
+    sm_moe_regime regime;
+    unsigned allow;
+} regime_case;
+
+static const regime_case regime_cases[] = {
+    {SM_MOE_REGIME_AUTO, 0},
+    {SM_MOE_REGIME_AUTO, SM_MOE_ALLOW_DECODE_MMA | SM_MOE_ALLOW_PREFILL_MMA},
+    {SM_MOE_REGIME_DECODE, 0},
+    {SM_MOE_REGIME_PREFILL, 0},
+    {SM_MOE_REGIME_DECODE_MMA, 0},
+    {SM_MOE_REGIME_PREFILL_MMA, 0},
+};
+
+/* Which kernel each regime resolves to: prefill-mma only for K % 32 == 0 and N % 64 == 0 (else
+ * the WMMA prefill), AUTO keeps to the old kernels unless allowed, names round-trip. */
+static void test_moe_regime_pick(void) {
+    sm_moe_grouped_args a = {.num_experts = 8, .hidden = 128, .ffn = 64, .n_assign = 4096,
+                             .regime = SM_MOE_REGIME_PREFILL_MMA};
+    CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_PREFILL_MMA, "prefill-mma must take hidden 128 ffn 64 (gate_up)");
+    CHECK(sm_moe_regime_pick(&a, true) == SM_MOE_REGIME_PREFILL_MMA, "prefill-mma must take hidden 128 ffn 64 (down)");
+    a.ffn = 32; /* gate_up N = 32, down K = 32 N = 128 */
+    CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_PREFILL, "ffn 32: gate_up must fall back to prefill");
+    CHECK(sm_moe_regime_pick(&a, true) == SM_MOE_REGIME_PREFILL_MMA, "ffn 32: down (K 32, N 128) is accepted");
+    a.ffn = 64;
+    a.regime = SM_MOE_REGIME_AUTO;
+    CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_PREFILL, "AUTO without allow bits must not pick prefill-mma");
+    a.auto_allow = SM_MOE_ALLOW_PREFILL_MMA;
+    CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_PREFILL_MMA, "AUTO allowed must pick prefill-mma at 512/expert");
+    a.n_assign = 8;
+    CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_DECODE, "AUTO, prefill-mma allowed, 1/expert: decode");
+    a.auto_allow |= SM_MOE_ALLOW_DECODE_MMA;
+    CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_DECODE_MMA, "AUTO, decode-mma allowed, 1/expert: decode-mma");
+    for (int r = 0; r < SM_MOE_REGIME_COUNT; r++)
+        CHECK(sm_moe_regime_parse(sm_moe_regime_name((sm_moe_regime)r)) == r, "regime %d name round trip", r);
+    CHECK(sm_moe_regime_parse("fast") == -1, "unknown regime name must be -1");
+}
+
 static void test_moe_grouped(void) {
-    const int shapes[][3] = {{64, 32, 4}, {72, 24, 3}, {136, 40, 5}, {256, 200, 16}}; /* H, F, E */
-    const int n_list[] = {1, 3, 17, 150};
-    const sm_moe_regime regimes[] = {SM_MOE_REGIME_AUTO, SM_MOE_REGIME_DECODE, SM_MOE_REGIME_PREFILL};
+    /* H, F, E: odd multiples of 8 (decode tails, prefill-mma refused), multiples of 64 (prefill-mma
+     * taken; N = 192 leaves half a 128-wide down tile), and H = 2048 (several load batches per warp) */
+    const int shapes[][3] = {{64, 32, 4}, {72, 24, 3}, {136, 40, 5}, {256, 200, 16},
+                             {128, 64, 4}, {192, 128, 3}, {2048, 192, 8}};
+    const int n_list[] = {1, 3, 17, 150, 300};
     uint64_t seed = 0x1234567;
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         int H = shapes[si][0], F = shapes[si][1], E = shapes[si][2];
@@ -81,9 +126,14 @@ static void test_moe_grouped(void) {
                 void *d_x = gpu_test_upload_bf16(x, n, H, H), *d_off = gpu_test_upload(off, sizeof(int) * (size_t)(E + 1));
                 void *d_w = gpu_test_upload(weight, sizeof(float) * (size_t)n);
                 void *d_act = gpu_test_malloc((size_t)n * F * 2), *d_y = gpu_test_malloc((size_t)n * H * 2);
-                for (size_t ri = 0; ri < sizeof regimes / sizeof regimes[0]; ri++) {
+                for (size_t ri = 0; ri < sizeof regime_cases / sizeof regime_cases[0]; ri++) {
                     sm_moe_grouped_args args = {.num_experts = E, .hidden = H, .ffn = F, .n_assign = n,
-                                                .expert_offsets = d_off, .regime = regimes[ri]};
+                                                .expert_offsets = d_off, .regime = regime_cases[ri].regime,
+                                                .auto_allow = regime_cases[ri].allow};
+                    char label[64];
+                    snprintf(label, sizeof label, "%s%s -> %s/%s", sm_moe_regime_name(args.regime),
+                             args.auto_allow ? "(mma allowed)" : "", sm_moe_regime_name(sm_moe_regime_pick(&args, false)),
+                             sm_moe_regime_name(sm_moe_regime_pick(&args, true)));
                     sm_error err = {0};
                     gpu_test_poison(d_act, (size_t)n * F * 2);
                     gpu_test_poison(d_y, (size_t)n * H * 2);
@@ -96,10 +146,10 @@ static void test_moe_grouped(void) {
                     gpu_test_cuda(cudaDeviceSynchronize(), "moe_down");
                     gpu_test_download_bf16(y, d_y, n, H, H);
                     double e_act = test_rel_l2(act, act_ref, (size_t)n * F), e_y = test_rel_l2(y, y_ref, (size_t)n * H);
-                    CHECK(e_act < BF16_TOL, "gate_up H=%d F=%d E=%d n=%d %s regime=%d: rel err %.3g", H, F, E, n,
-                          route_names[route], (int)regimes[ri], e_act);
-                    CHECK(e_y < BF16_TOL, "down H=%d F=%d E=%d n=%d %s regime=%d: rel err %.3g", H, F, E, n,
-                          route_names[route], (int)regimes[ri], e_y);
+                    CHECK(e_act < BF16_TOL, "gate_up H=%d F=%d E=%d n=%d %s regime %s: rel err %.3g", H, F, E, n,
+                          route_names[route], label, e_act);
+                    CHECK(e_y < BF16_TOL, "down H=%d F=%d E=%d n=%d %s regime %s: rel err %.3g", H, F, E, n,
+                          route_names[route], label, e_y);
                 }
                 cudaFree(d_x); cudaFree(d_off); cudaFree(d_w); cudaFree(d_act); cudaFree(d_y);
                 free(off); free(x); free(weight); free(act_ref); free(act); free(y_ref); free(y);
@@ -107,11 +157,26 @@ static void test_moe_grouped(void) {
         cudaFree(d_wgu); cudaFree(d_wd);
         free(wgu); free(wd);
     }
+    /* No assignments: nothing to launch, in every regime. */
+    for (size_t ri = 0; ri < sizeof regime_cases / sizeof regime_cases[0]; ri++) {
+        sm_error err = {0};
+        sm_moe_grouped_args none = {.num_experts = 4, .hidden = 64, .ffn = 64, .n_assign = 0,
+                                    .regime = regime_cases[ri].regime, .auto_allow = regime_cases[ri].allow};
+        CHECK_OK(sm_cuda_moe_gate_up(0, &none, NULL, NULL, NULL, &err), &err);
+        CHECK_OK(sm_cuda_moe_down(0, &none, NULL, NULL, NULL, NULL, &err), &err);
+    }
+    gpu_test_cuda(cudaDeviceSynchronize(), "moe with no assignments");
     /* Bad arguments are errors with a message, not crashes. */
     sm_error err = {0};
     sm_moe_grouped_args bad = {.num_experts = 4, .hidden = 60, .ffn = 32, .n_assign = 1};
     CHECK(sm_cuda_moe_gate_up(0, &bad, NULL, NULL, NULL, &err) == SM_EINVAL && strstr(err.msg, "multiples of 8"),
           "hidden 60 must be refused, got: %s", err.msg);
+    sm_moe_grouped_args bad_regime = {.num_experts = 4, .hidden = 64, .ffn = 32, .n_assign = 1,
+                                      .regime = SM_MOE_REGIME_COUNT};
+    void *d_any = gpu_test_malloc(4096); /* valid pointers: only the regime is wrong */
+    CHECK(sm_cuda_moe_gate_up(0, &bad_regime, d_any, d_any, d_any, &err) == SM_EINVAL && strstr(err.msg, "regime"),
+          "regime %d must be refused, got: %s", (int)SM_MOE_REGIME_COUNT, err.msg);
+    cudaFree(d_any);
 }
 
 /* ---- silu_mul ------------------------------------------------------------------------------- */
@@ -223,6 +288,7 @@ static void test_router_topk(void) {
 }
 
 int main(void) {
+    test_moe_regime_pick(); /* host only: runs (and can fail) before the GPU check */
     gpu_test_require_device("test_gpu_kernels");
     test_moe_grouped();
     test_silu_mul();
