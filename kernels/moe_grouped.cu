@@ -296,9 +296,14 @@ int decode_tile(const sm_moe_grouped_args *a, int K) {
     return t;
 }
 
-/* Expected tokens per expert up to which AUTO takes decode-mma when allowed: one pass of it
- * serves up to 32 tokens per expert (4x slack over this), and from there on the 128-row
- * prefill-mma tiles also read each weight about once while using the tensor cores fully. */
+/* AUTO's choice, from `specmoe bench moe-layer --regimes ...` on an H100 (bench/RESULTS.md):
+ * - fewer assignments than experts (under one token per expert on average): the SIMT decode
+ *   kernel, whose one-warp-per-column streaming wins when an expert sees one token (Qwen3 shape
+ *   at 1-8 tokens, Mixtral at 1-2);
+ * - from one token per expert up to DECODE_MMA_AUTO_MAX: decode-mma, which reads each weight
+ *   once for all of an expert's tokens (Mixtral 4-64 tokens: 656-1100 us against 938-1658 us;
+ *   Qwen3 16-64 tokens: 344-465 us against 401-603 us);
+ * - beyond: the tensor-core prefill tiles (prefill-mma where the shape allows). */
 constexpr int DECODE_MMA_AUTO_MAX = 16;
 
 /* K: reduction length, N: output columns of the projection. */
@@ -310,7 +315,8 @@ sm_moe_regime pick(const sm_moe_grouped_args *a, int K, int N) {
     default: return a->regime;
     }
     const int expected = expected_per_expert(a);
-    if ((a->auto_allow & SM_MOE_ALLOW_DECODE_MMA) && expected <= DECODE_MMA_AUTO_MAX) return SM_MOE_REGIME_DECODE_MMA;
+    if ((a->auto_allow & SM_MOE_ALLOW_DECODE_MMA) && a->n_assign >= a->num_experts && expected <= DECODE_MMA_AUTO_MAX)
+        return SM_MOE_REGIME_DECODE_MMA;
     /* Decode re-reads an expert's weights once per tile of T tokens; past one tile the
      * tensor-core tiles (64 tokens per weight read) win. */
     if (expected <= decode_tile(a, K)) return SM_MOE_REGIME_DECODE;
@@ -377,10 +383,10 @@ sm_status check_args(const char *what, const sm_moe_grouped_args *a, const void 
     if ((size_t)a->hidden * 2 > 200 * 1024 || (size_t)a->ffn * 2 > 200 * 1024)
         return sm_fail(err, SM_EUNSUPPORTED, "%s: one token row (hidden %d, ffn %d) exceeds shared memory", what,
                        a->hidden, a->ffn);
-    if (a->n_assign > 0 && (!a->expert_offsets || !in || !w || !out))
-        return sm_fail(err, SM_EINVAL, "%s: NULL device pointer", what);
     if ((int)a->regime < 0 || (int)a->regime >= (int)SM_MOE_REGIME_COUNT)
         return sm_fail(err, SM_EINVAL, "%s: unknown regime %d", what, (int)a->regime);
+    if (a->n_assign > 0 && (!a->expert_offsets || !in || !w || !out))
+        return sm_fail(err, SM_EINVAL, "%s: NULL device pointer", what);
     return SM_OK;
 }
 
@@ -421,8 +427,12 @@ extern "C" int sm_moe_regime_parse(const char *name) {
 }
 
 extern "C" unsigned sm_moe_auto_allow_from_env(void) {
+    /* Both mma kernels are on (validated on an H100: every regime against the CPU twin, the
+     * runners and whole models, compute-sanitizer clean); SPECMOE_MOE_DECODE=simt and
+     * SPECMOE_MOE_PREFILL=wmma keep AUTO to the older kernels, for A/B runs. */
     const char *d = getenv("SPECMOE_MOE_DECODE"), *p = getenv("SPECMOE_MOE_PREFILL");
-    return (d && !strcmp(d, "mma") ? (unsigned)SM_MOE_ALLOW_DECODE_MMA : 0u) | (p && !strcmp(p, "mma") ? (unsigned)SM_MOE_ALLOW_PREFILL_MMA : 0u);
+    return (d && !strcmp(d, "simt") ? 0u : (unsigned)SM_MOE_ALLOW_DECODE_MMA) |
+           (p && !strcmp(p, "wmma") ? 0u : (unsigned)SM_MOE_ALLOW_PREFILL_MMA);
 }
 
 extern "C" sm_status sm_cuda_moe_gate_up(cudaStream_t stream, const sm_moe_grouped_args *a, const sm_bf16_bits *x,

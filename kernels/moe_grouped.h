@@ -16,8 +16,8 @@
  *                 streams each weight once for up to 32 tokens with mma.sync (moe_decode_mma.cu);
  *   prefill-mma — 128×128×32 mma.sync tiles, ldmatrix, 3-stage cp.async (moe_prefill_mma.cu);
  *                 needs K % 32 == 0 and N % 64 == 0, other shapes run `prefill` instead.
- * AUTO picks decode/prefill as before; the two mma kernels are not yet validated on a GPU, so
- * AUTO picks them only when auto_allow says so (sm_moe_auto_allow_from_env).
+ * AUTO chooses by tokens per expert (see pick() in moe_grouped.cu); the mma kernels join it
+ * through auto_allow (sm_moe_auto_allow_from_env: on unless the environment turns them off).
  *
  * Layouts (BF16, row-major, row strides are the padded sizes; the runner pads with zeros):
  *   x, y:       [n_assign, hidden]      act: [n_assign, ffn]
@@ -67,8 +67,8 @@ const char *sm_moe_regime_name(sm_moe_regime r);
 int sm_moe_regime_parse(const char *name);
 
 /* auto_allow from the environment, read once by whoever owns the launches (the `cuda` runner
- * at create): SPECMOE_MOE_DECODE=mma allows decode-mma, SPECMOE_MOE_PREFILL=mma prefill-mma.
- * Opt-in until both kernels have been validated on a GPU (tests/gpu/run_k7_on_device.sh). */
+ * at create): both mma kernels allowed; SPECMOE_MOE_DECODE=simt or SPECMOE_MOE_PREFILL=wmma
+ * leaves one out (A/B against the older kernels). */
 unsigned sm_moe_auto_allow_from_env(void);
 
 sm_status sm_cuda_moe_gate_up(cudaStream_t stream, const sm_moe_grouped_args *a, const sm_bf16_bits *x,

@@ -1,10 +1,9 @@
 /* src/cuda/runner_cuda.c — the `cuda` MoE runner: our own fused grouped kernels
  * (kernels/moe_grouped.h). Two launches per layer for all active experts; expert ranges are
  * read on the GPU, so the device path is graph-capturable with routing that changes between
- * replays. The kernel picks the decode or prefill regime from the number of assignments; the
- * tensor-core regimes (decode-mma, prefill-mma) join AUTO only when the environment allows
- * them at create (SPECMOE_MOE_DECODE=mma, SPECMOE_MOE_PREFILL=mma: opt-in until validated on
- * a GPU), and any regime can be forced with sm_runner_device_set_regime. */
+ * replays. The kernel picks the regime from the number of assignments per expert (decode,
+ * decode-mma, prefill-mma; SPECMOE_MOE_DECODE=simt / SPECMOE_MOE_PREFILL=wmma, read at create,
+ * keep it to the older kernels), and any regime can be forced with sm_runner_device_set_regime. */
 #include <stdlib.h>
 
 #include "cuda/cuda_check.h"

@@ -7,8 +7,8 @@
 #     BUILD=build-k7-slim bash tests/gpu/run_k7_on_device.sh      # run(..., carry=["build-k7-slim"])
 #
 # Stages, most important first, each under a timeout cut to what is left of a 145 s budget:
-#   1. test_gpu_kernels (every regime vs the CPU twin), test_gpu_runners twice (default AUTO,
-#      then SPECMOE_MOE_DECODE=mma SPECMOE_MOE_PREFILL=mma so AUTO takes the mma kernels,
+#   1. test_gpu_kernels (every regime vs the CPU twin), test_gpu_runners twice (default AUTO, which takes the mma kernels,
+#      then SPECMOE_MOE_DECODE=simt SPECMOE_MOE_PREFILL=wmma which keeps AUTO to the older kernels,
 #      including the graph-replay test);
 #   2. specmoe bench moe-layer, both presets, every regime, tokens 1,2,4,8,16,64,512,4096;
 #   3. compute-sanitizer memcheck on test_gpu_kernels, then the remaining test_gpu_* binaries;
@@ -67,7 +67,7 @@ note "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)  dirty f
 # 1. tests (fixture paths are relative to the repository root)
 run test_gpu_kernels 40 "$BUILD/tests/test_gpu_kernels" || status=1
 run test_gpu_runners 25 "$BUILD/tests/test_gpu_runners" || status=1
-run test_gpu_runners_mma 25 env SPECMOE_MOE_DECODE=mma SPECMOE_MOE_PREFILL=mma "$BUILD/tests/test_gpu_runners" || status=1
+run test_gpu_runners_old_kernels 25 env SPECMOE_MOE_DECODE=simt SPECMOE_MOE_PREFILL=wmma "$BUILD/tests/test_gpu_runners" || status=1
 
 # 2. the layer benchmark, every regime
 for preset in mixtral-8x7b qwen3-30b-a3b; do
@@ -94,7 +94,7 @@ for t in "$BUILD"/tests/test_gpu_*; do
   case $name in test_gpu_kernels | test_gpu_runners) continue ;; esac
   run "$name" 20 "$t" || status=1
 done
-[ -x "$BUILD/tests/test_gpu_model" ] && { run test_gpu_model_mma 20 env SPECMOE_MOE_DECODE=mma SPECMOE_MOE_PREFILL=mma \
+[ -x "$BUILD/tests/test_gpu_model" ] && { run test_gpu_model_old_kernels 20 env SPECMOE_MOE_DECODE=simt SPECMOE_MOE_PREFILL=wmma \
   "$BUILD/tests/test_gpu_model" || status=1; }
 
 # 4. the peer on the same points, if torch is there and time is left

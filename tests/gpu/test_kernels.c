@@ -95,6 +95,10 @@ static void test_moe_regime_pick(void) {
     CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_DECODE, "AUTO, prefill-mma allowed, 1/expert: decode");
     a.auto_allow |= SM_MOE_ALLOW_DECODE_MMA;
     CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_DECODE_MMA, "AUTO, decode-mma allowed, 1/expert: decode-mma");
+    a.n_assign = 4;
+    CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_DECODE, "AUTO, decode-mma allowed, 1/2 per expert: decode");
+    a.n_assign = 8 * 17;
+    CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_PREFILL_MMA, "AUTO, 17 per expert: prefill-mma");
     for (int r = 0; r < SM_MOE_REGIME_COUNT; r++)
         CHECK(sm_moe_regime_parse(sm_moe_regime_name((sm_moe_regime)r)) == r, "regime %d name round trip", r);
     CHECK(sm_moe_regime_parse("fast") == -1, "unknown regime name must be -1");
