@@ -1,4 +1,4 @@
--- db/schema.sql — the specmoe results database, schema version 1.
+-- db/schema.sql — the specmoe results database, schema version 2.
 --
 -- specmoe (src/exp/db.c) applies this file to a new database and migrates an older one step by
 -- step with db/migrations/NNN.sql (NNN = the version it produces). The version lives in
@@ -88,6 +88,10 @@ CREATE TABLE arms (
     prefetch_predictor        TEXT,
     expert_cache_slots        INTEGER,
     settings_json             TEXT NOT NULL,
+    -- Added in version 2 (db/migrations/002.sql), hence after settings_json: a new and a migrated
+    -- database then have the same column order.
+    target_device             TEXT NOT NULL DEFAULT 'cpu', -- 'cpu' or 'cuda': where weights, KV cache and math live
+    draft_device              TEXT,              -- NULL unless drafter = 'model'
     UNIQUE (experiment_id, arm_index),
     UNIQUE (experiment_id, name)
 );
@@ -185,5 +189,5 @@ CREATE TABLE route_traces (
 );
 CREATE INDEX route_traces_by_request ON route_traces (run_id, request_index, position);
 
-INSERT INTO schema_version (version, applied_at, note) VALUES (1, (julianday('now') - 2440587.5) * 86400.0, 'initial schema');
-PRAGMA user_version = 1;
+INSERT INTO schema_version (version, applied_at, note) VALUES (2, (julianday('now') - 2440587.5) * 86400.0, 'new database');
+PRAGMA user_version = 2;

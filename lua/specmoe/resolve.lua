@@ -33,6 +33,34 @@ local function find_path(path, script_dir)
   return nil
 end
 
+-- Every device specmoe knows; whether this build has it is core.have_cuda (a CPU-only build
+-- still knows the name, so it can say why it cannot run there).
+local DEVICES = { cpu = true, cuda = true }
+
+-- Checks prefix_device (default "cpu") and returns it.
+local function check_device(a, prefix, at, context)
+  local key = prefix .. "_device"
+  local device = a[key] or "cpu"
+  if not DEVICES[device] then
+    -- "gpu" and torch's "cuda:0" mean cuda, and swapped letters ("cdua") the device they spell:
+    -- edit distance alone would offer "cpu" for both "gpu" and "cdua".
+    local lower = device:lower()
+    local function letters(w) local t = {} for ch in w:gmatch(".") do t[#t + 1] = ch end table.sort(t) return table.concat(t) end
+    local hint = (lower == "gpu" or lower:match("^cuda")) and "cuda" or nil
+    for name in pairs(DEVICES) do
+      if not hint and letters(lower) == letters(name) then hint = name end
+    end
+    hint = hint or util.suggest(device, DEVICES)
+    fail(at, "%s: unknown device (%s) '%s'%s (known: cpu, cuda)", context, key, device,
+      hint and (", did you mean '" .. hint .. "'?") or "")
+  end
+  if device == "cuda" and not core.have_cuda then
+    fail(at, "%s: %s = \"cuda\", but this specmoe was built without CUDA (-DSPECMOE_CUDA=OFF); use a CUDA build "
+      .. "or device = \"cpu\"", context, key)
+  end
+  return device
+end
+
 local model_cache, prompts_cache = {}, {}
 
 local function model_info(path, at, context)
@@ -54,25 +82,38 @@ local function check_model(a, prefix, at, context, script_dir)
   local runner = a[prefix .. "_moe_runner_backend"] or "auto"
   local a2a = a[prefix .. "_moe_a2a_backend"] or "local"
   local dtype = a[prefix .. "_dtype"] or "auto"
+  local device = check_device(a, prefix, at, context)
   local runners = set_of(core.runner_backends()); runners.auto = true
   local a2as = set_of(core.a2a_backends())
   one_of(runner, runners, "MoE runner backend (" .. prefix .. "_moe_runner_backend)", at, context)
   one_of(a2a, a2as, "all-to-all backend (" .. prefix .. "_moe_a2a_backend)", at, context)
-  if dtype ~= "auto" then
-    if not core.dtype_known(dtype) then
-      fail(at, "%s: unknown %s_dtype '%s' (known: auto, %s)", context, prefix, dtype,
-        table.concat(core.dtypes(), ", "))
+  if dtype ~= "auto" and not core.dtype_known(dtype) then
+    fail(at, "%s: unknown %s_dtype '%s' (known: auto, %s)", context, prefix, dtype, table.concat(core.dtypes(), ", "))
+  end
+  if device == "cuda" then
+    -- The GPU model takes only runners with a device path and keeps expert weights in bf16
+    -- (src/cuda/model_cuda_weights.c); say so now rather than when the model loads.
+    local gpu_runners = core.device_runner_backends()
+    if runner ~= "auto" and not set_of(gpu_runners)[runner] then
+      fail(at, "%s: MoE runner backend '%s' cannot run in a GPU model (%s_device = \"cuda\"; GPU runners: auto, %s)",
+        context, runner, prefix, table.concat(gpu_runners, ", "))
     end
-    dtype = core.dtype_canonical(dtype)
+    if dtype ~= "auto" and core.dtype_canonical(dtype) ~= "bf16" then
+      fail(at, "%s: %s_dtype '%s': the GPU model (%s_device = \"cuda\") keeps expert weights in bf16 (or auto)",
+        context, prefix, dtype, prefix)
+    end
+  elseif dtype ~= "auto" then
     -- The dtype the runner stores expert weights in: each runner declares which it takes.
     local takes, picked = core.runner_weight_dtypes(runner)
-    if not set_of(takes)[dtype] then
+    if not set_of(takes)[core.dtype_canonical(dtype)] then
       local which = runner == "auto" and ("'auto' (" .. picked .. " here)") or ("'" .. runner .. "'")
       fail(at, "%s: %s_dtype '%s': MoE runner backend %s takes expert weights in %s (or auto)", context, prefix,
-        a[prefix .. "_dtype"], which, table.concat(takes, ", "))
+        dtype, which, table.concat(takes, ", "))
     end
   end
+  if dtype ~= "auto" then dtype = core.dtype_canonical(dtype) end
   a[prefix .. "_moe_runner_backend"], a[prefix .. "_moe_a2a_backend"], a[prefix .. "_dtype"] = runner, a2a, dtype
+  a[prefix .. "_device"] = device
   return info
 end
 
@@ -106,6 +147,7 @@ local function resolve_arm(a, at, context, exp_seed, script_dir)
   end
   if a.drafter ~= "model" then
     a.draft_model_path, a.draft_moe_runner_backend, a.draft_dtype, a.draft_moe_a2a_backend = nil, nil, nil, nil
+    a.draft_device = nil
   end
   if a.drafter == "ngram" then
     a.prompt_lookup_min = a.prompt_lookup_min or 1

@@ -49,7 +49,8 @@ static sm_status get_model(model_cache *c, const sm_model_settings *ms, const ch
         const sm_model_settings *x = c->items[i].settings;
         if (!strcmp(c->items[i].role, role) && same_str(x->path, ms->path) &&
             same_str(x->moe_runner_backend, ms->moe_runner_backend) &&
-            same_str(x->moe_a2a_backend, ms->moe_a2a_backend) && same_str(x->dtype, ms->dtype)) {
+            same_str(x->moe_a2a_backend, ms->moe_a2a_backend) && same_str(x->dtype, ms->dtype) &&
+            same_str(x->device, ms->device)) {
             *out = c->items[i].model;
             return SM_OK;
         }
@@ -58,6 +59,7 @@ static sm_status get_model(model_cache *c, const sm_model_settings *ms, const ch
     o.moe_runner_backend = ms->moe_runner_backend;
     o.moe_a2a_backend = ms->moe_a2a_backend;
     o.dtype = ms->dtype;
+    o.device = ms->device;
     sm_model *m;
     if (sm_model_load(ms->path, &o, &m, err) != SM_OK)
         return sm_error_prefix(err, "%s: loading the %s model %s: ", where, role, ms->path);
@@ -256,7 +258,14 @@ int sm_cmd_run(int argc, char **argv) {
     };
     const char *pos[1];
     int n_pos;
-    int rc = sm_args_parse("run", "EXPERIMENT.lua [--db results.db] [--dry-run] [--fresh]", args,
+    /* Says which devices sm.model { device = ... } may name here (tests read it too). */
+#ifdef SPECMOE_HAVE_CUDA
+#define RUN_DEVICES "cpu, cuda"
+#else
+#define RUN_DEVICES "cpu (this specmoe was built without CUDA)"
+#endif
+    int rc = sm_args_parse("run", "EXPERIMENT.lua [--db results.db] [--dry-run] [--fresh]\n\n"
+                           "devices for sm.model { device = ... }: " RUN_DEVICES, args,
                            (int)(sizeof args / sizeof args[0]), argc, argv, pos, 1, &n_pos);
     if (rc) return rc < 0 ? 0 : rc;
     if (n_pos != 1) {

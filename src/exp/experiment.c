@@ -9,16 +9,20 @@
 #define I(name, field, nullable) {name, SM_SETTING_INT, offsetof(sm_arm, field), nullable}
 #define R(name, field, nullable) {name, SM_SETTING_REAL, offsetof(sm_arm, field), nullable}
 
-/* Order = the order of the arms table's columns; "name" is handled separately. */
+/* Order = the order --dry-run and the JSON list them: a model's settings together, so the arms
+ * table's columns (added over schema versions) may come in another order. "name" is handled
+ * separately. */
 const sm_setting sm_arm_settings[] = {
     S("target_model_path", target.path, false),
     S("target_moe_runner_backend", target.moe_runner_backend, false),
     S("target_dtype", target.dtype, false),
     S("target_moe_a2a_backend", target.moe_a2a_backend, false),
+    S("target_device", target.device, false),
     S("draft_model_path", draft.path, true),
     S("draft_moe_runner_backend", draft.moe_runner_backend, true),
     S("draft_dtype", draft.dtype, true),
     S("draft_moe_a2a_backend", draft.moe_a2a_backend, true),
+    S("draft_device", draft.device, true),
     S("drafter", drafter, false),
     I("num_speculative_tokens", num_speculative_tokens, false),
     I("prompt_lookup_min", prompt_lookup_min, true),
@@ -79,6 +83,7 @@ static void free_model(sm_model_settings *m) {
     free(m->moe_runner_backend);
     free(m->dtype);
     free(m->moe_a2a_backend);
+    free(m->device);
 }
 
 void sm_experiment_free(sm_experiment *x) {

@@ -18,6 +18,7 @@ typedef struct sm_model_settings {
     char *moe_runner_backend; /* "auto", "ref", ... */
     char *dtype;              /* "auto" (as stored) or a dtype name */
     char *moe_a2a_backend;    /* "local", ... */
+    char *device;             /* "cpu" or "cuda" (sm_model_opts.device) */
 } sm_model_settings;
 
 typedef struct sm_arm {

@@ -17,6 +17,10 @@
 #include "sched/workload.h"
 #include "spec/spec.h"
 
+#ifdef SPECMOE_HAVE_CUDA
+#include "cuda/moe_device.h"
+#endif
+
 /* Pushes "a, b, c" as the list {"a", "b", "c"}. */
 static void push_names(lua_State *L, const char *names) {
     lua_newtable(L);
@@ -45,6 +49,28 @@ static int l_a2a_backends(lua_State *L) {
     sm_a2a_names(buf, sizeof buf);
     push_names(L, buf);
     return 1;
+}
+
+/* The runners a GPU model can use (those with a device-pointer path), and the one "auto" picks
+ * there; an empty list and nil in a build without CUDA. */
+static int l_device_runner_backends(lua_State *L) {
+    lua_newtable(L);
+#ifdef SPECMOE_HAVE_CUDA
+    lua_pushcfunction(L, l_runner_backends);
+    lua_call(L, 0, 1);
+    int n = (int)luaL_len(L, -1), out = 0;
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        const sm_runner_backend *b = sm_runner_find(lua_tostring(L, -1), false);
+        if (b && sm_runner_has_device_path(b)) lua_rawseti(L, -3, ++out);
+        else lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    lua_pushstring(L, "cuda"); /* what the GPU model takes for "auto" (src/cuda/model_cuda_weights.c) */
+#else
+    lua_pushnil(L);
+#endif
+    return 2;
 }
 
 static int l_drafters(lua_State *L) {
@@ -186,6 +212,7 @@ static int l_prompts_info(lua_State *L) {
 static const luaL_Reg core_functions[] = {
     {"runner_backends", l_runner_backends},
     {"a2a_backends", l_a2a_backends},
+    {"device_runner_backends", l_device_runner_backends},
     {"drafters", l_drafters},
     {"max_k", l_max_k},
     {"dtypes", l_dtypes},
@@ -200,5 +227,12 @@ static const luaL_Reg core_functions[] = {
 
 int sm_luaopen_core(lua_State *L) {
     luaL_newlib(L, core_functions);
+    /* Whether this build can run a model on the GPU (sm.model { device = "cuda" }). */
+#ifdef SPECMOE_HAVE_CUDA
+    lua_pushboolean(L, 1);
+#else
+    lua_pushboolean(L, 0);
+#endif
+    lua_setfield(L, -2, "have_cuda");
     return 1;
 }

@@ -48,33 +48,37 @@ static void write_file(const char *path, const char *text) {
 static void test_create_migrate_refuse(const char *dbdir) {
     sm_error err = {0};
     char path[1024], schema_dir[512], cmd[9000];
-    /* A schema directory of our own with a migration to version 2. */
+    const int cur = SM_DB_SCHEMA_VERSION, next = SM_DB_SCHEMA_VERSION + 1;
+    /* A schema directory of our own with a migration to the version after this build's. */
     snprintf(schema_dir, sizeof schema_dir, "%s/schema", tmpdir);
     int n = snprintf(cmd, sizeof cmd, "mkdir -p %s/migrations && cp %s/schema.sql %s/views.sql %s/", schema_dir, dbdir,
                      dbdir, schema_dir);
     CHECK(n < (int)sizeof cmd && system(cmd) == 0, "copy schema");
-    n = snprintf(path, sizeof path, "%s/migrations/002.sql", schema_dir);
+    n = snprintf(path, sizeof path, "%s/migrations/%03d.sql", schema_dir, next);
     CHECK(n < (int)sizeof path, "path");
-    write_file(path, "ALTER TABLE runs ADD COLUMN note TEXT;\n"
-                     "INSERT INTO schema_version VALUES (2, 0, 'test migration');\nPRAGMA user_version = 2;\n");
+    char migration[256];
+    snprintf(migration, sizeof migration,
+             "ALTER TABLE runs ADD COLUMN note TEXT;\n"
+             "INSERT INTO schema_version VALUES (%d, 0, 'test migration');\nPRAGMA user_version = %d;\n", next, next);
+    write_file(path, migration);
 
     snprintf(path, sizeof path, "%s/m.db", tmpdir);
     sqlite3 *db;
     CHECK_OK(sm_db_open(path, &(sm_db_opts){.schema_dir = schema_dir}, &db, &err), &err);
-    CHECK(scalar(db, "PRAGMA user_version") == 1, "new database is version 1");
+    CHECK(scalar(db, "PRAGMA user_version") == cur, "new database is version %d", cur);
     CHECK(scalar(db, "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'view' AND name = 'arm_summary'") == 1, "views");
     CHECK(scalar(db, "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'runs'") == 1, "tables");
     sqlite3_exec(db, "INSERT INTO experiments (name, settings_json, created_at) VALUES ('keep', '{}', 1)", 0, 0, 0);
     sm_db_close(db);
 
-    CHECK_OK(sm_db_open(path, &(sm_db_opts){.schema_dir = schema_dir, .schema_version = 2}, &db, &err), &err);
-    CHECK(scalar(db, "PRAGMA user_version") == 2, "migrated to 2");
+    CHECK_OK(sm_db_open(path, &(sm_db_opts){.schema_dir = schema_dir, .schema_version = next}, &db, &err), &err);
+    CHECK(scalar(db, "PRAGMA user_version") == next, "migrated to %d", next);
     CHECK(scalar(db, "SELECT COUNT(*) FROM pragma_table_info('runs') WHERE name = 'note'") == 1, "migration applied");
     CHECK(scalar(db, "SELECT COUNT(*) FROM experiments WHERE name = 'keep'") == 1, "data kept across migration");
     CHECK(scalar(db, "SELECT COUNT(*) FROM schema_version") == 2, "one schema_version row per step");
     sm_db_close(db);
 
-    /* Version 2 is newer than this build's version 1: refused, untouched. */
+    /* The next version is newer than this build's: refused, untouched. */
     db = NULL;
     sm_status s = sm_db_open(path, &(sm_db_opts){.schema_dir = schema_dir}, &db, &err);
     CHECK(s == SM_EUNSUPPORTED && db == NULL, "newer schema refused (%s)", err.msg);
@@ -88,6 +92,80 @@ static void test_create_migrate_refuse(const char *dbdir) {
     db = NULL;
     s = sm_db_open(path, NULL, &db, &err);
     CHECK(s == SM_EFORMAT && strstr(err.msg, "not a specmoe"), "foreign database refused: %s", err.msg);
+}
+
+/* db/migrations/002.sql on a database built from the version-1 schema (kept as a fixture):
+ * arms gain target_device / draft_device = 'cpu' (draft only where there was a draft model), the
+ * data stays, and the migrated arms table has exactly the columns of a new database. */
+static char *table_layout(sqlite3 *db, const char *table) {
+    char sql[256], *out = NULL;
+    snprintf(sql, sizeof sql,
+             "SELECT group_concat(name || ':' || type || ':' || \"notnull\" || ':' || IFNULL(dflt_value, '-'), ',') "
+             "FROM pragma_table_info('%s')", table);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return NULL;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0)) out = strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return out;
+}
+
+static void test_migration_from_v1(void) {
+    sm_error err = {0};
+    char path[512];
+    snprintf(path, sizeof path, "%s/v1.db", tmpdir);
+    char *v1_sql = NULL;
+    CHECK_OK(sm_read_text_file("tests/fixtures/db/schema_v1.sql", &v1_sql, NULL, &err), &err);
+    sqlite3 *db;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK, "create v1 database");
+    CHECK(sqlite3_exec(db, v1_sql, 0, 0, 0) == SQLITE_OK, "apply v1 schema: %s", sqlite3_errmsg(db));
+    free(v1_sql);
+    const char *arm_cols = "(experiment_id, arm_index, name, target_model_path, target_moe_runner_backend, target_dtype, "
+                           "target_moe_a2a_backend, draft_model_path, draft_moe_runner_backend, draft_dtype, "
+                           "draft_moe_a2a_backend, drafter, num_speculative_tokens, temperature, top_p, top_k, seed, "
+                           "workload_kind, num_prompts, max_new_tokens, settings_json)";
+    char sql[2048];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO experiments (experiment_id, name, settings_json, created_at) VALUES (1, 'old', '{}', 0);"
+             "INSERT INTO arms %s VALUES (1, 0, 'base', 'm', 'ref', 'auto', 'local', NULL, NULL, NULL, NULL, 'none', 0,"
+             " 0, 1, 0, 0, 'random', 2, 4, '{}');"
+             "INSERT INTO arms %s VALUES (1, 1, 'spec', 'm', 'ref', 'auto', 'local', 'd', 'ref', 'auto', 'local', 'model', 2,"
+             " 0, 1, 0, 0, 'random', 2, 4, '{}');"
+             "INSERT INTO runs VALUES (1, 2, 0, 0, 'ok', NULL, 100, 110);",
+             arm_cols, arm_cols);
+    CHECK(sqlite3_exec(db, sql, 0, 0, 0) == SQLITE_OK, "v1 rows: %s", sqlite3_errmsg(db));
+    CHECK(scalar(db, "PRAGMA user_version") == 1, "fixture is version 1");
+    sqlite3_close(db);
+
+    /* Read-only (report) refuses the old version and says how to migrate; nothing changes. */
+    db = NULL;
+    sm_status s = sm_db_open(path, &(sm_db_opts){.read_only = true}, &db, &err);
+    CHECK(s == SM_EUNSUPPORTED && db == NULL && strstr(err.msg, "older"), "read-only open of v1: %s", err.msg);
+
+    CHECK_OK(sm_db_open(path, NULL, &db, &err), &err);
+    CHECK(scalar(db, "PRAGMA user_version") == SM_DB_SCHEMA_VERSION, "migrated to the current version");
+    CHECK(scalar(db, "SELECT COUNT(*) FROM arms WHERE target_device = 'cpu'") == 2, "old arms ran on the cpu");
+    CHECK(scalar(db, "SELECT COUNT(*) FROM arms WHERE name = 'spec' AND draft_device = 'cpu'") == 1, "draft on cpu");
+    CHECK(scalar(db, "SELECT COUNT(*) FROM arms WHERE name = 'base' AND draft_device IS NULL") == 1,
+          "no draft device without a draft model");
+    CHECK(scalar(db, "SELECT COUNT(*) FROM runs WHERE arm_id = 2 AND status = 'ok'") == 1, "runs kept");
+    CHECK(scalar(db, "SELECT MAX(version) FROM schema_version") == SM_DB_SCHEMA_VERSION, "schema_version row added");
+    /* A row written the way specmoe 1 wrote it (no device) still gets the default. */
+    snprintf(sql, sizeof sql,
+             "INSERT INTO arms %s VALUES (1, 2, 'later', 'm', 'ref', 'auto', 'local', NULL, NULL, NULL, NULL, 'none', 0,"
+             " 0, 1, 0, 0, 'random', 2, 4, '{}')", arm_cols);
+    CHECK(sqlite3_exec(db, sql, 0, 0, 0) == SQLITE_OK, "insert without device: %s", sqlite3_errmsg(db));
+    CHECK(scalar(db, "SELECT COUNT(*) FROM arms WHERE name = 'later' AND target_device = 'cpu'") == 1, "default cpu");
+    char *migrated = table_layout(db, "arms");
+    sm_db_close(db);
+
+    snprintf(path, sizeof path, "%s/fresh.db", tmpdir);
+    CHECK_OK(sm_db_open(path, NULL, &db, &err), &err);
+    char *fresh = table_layout(db, "arms");
+    sm_db_close(db);
+    CHECK(migrated && fresh && !strcmp(migrated, fresh), "migrated arms table differs from a new one:\n  %s\n  %s",
+          migrated ? migrated : "?", fresh ? fresh : "?");
+    free(migrated);
+    free(fresh);
 }
 
 static void test_read_only(void) {
@@ -217,6 +295,7 @@ int main(void) {
     sm_error err = {0};
     CHECK_OK(sm_resource_dir_find(SM_RESOURCE_DB, dbdir, sizeof dbdir, &err), &err);
     test_create_migrate_refuse(dbdir);
+    test_migration_from_v1();
     test_read_only();
     test_views();
     char cmd[400];
