@@ -212,7 +212,8 @@ sm_status sm_report_load(sqlite3 *db, const char *db_path, const char *experimen
     purpose = "reading arms";
     SM_TRY(prep1(db,
                  "SELECT a.arm_id, a.name, a.drafter, a.num_speculative_tokens, a.temperature, "
-                 "COALESCE(t.n_runs, 0), COALESCE(t.wall_s, 0), t.output_tok_per_s "
+                 "COALESCE(t.n_runs, 0), COALESCE(t.wall_s, 0), t.output_tok_per_s, "
+                 "a.target_device, a.draft_device "
                  "FROM arms a LEFT JOIN arm_throughput t ON t.arm_id = a.arm_id "
                  "WHERE a.experiment_id = ? ORDER BY a.arm_index",
                  out->experiment_id, purpose, &st, err));
@@ -237,6 +238,8 @@ sm_status sm_report_load(sqlite3 *db, const char *db_path, const char *experimen
         a->n_runs = sqlite3_column_int(st, 5);
         a->wall_s = sqlite3_column_double(st, 6);
         a->output_tok_per_s = sqlite3_column_type(st, 7) == SQLITE_NULL ? NAN : sqlite3_column_double(st, 7);
+        a->target_device = dup_col(st, 8);
+        a->draft_device = dup_col(st, 9);
     }
     SM_TRY(step_done(db, st, rc, purpose, err));
     for (int i = 0; i < out->n_arms; i++) {
@@ -252,6 +255,8 @@ void sm_report_free(sm_report *r) {
         sm_report_arm *a = &r->arms[i];
         free(a->name);
         free(a->drafter);
+        free(a->target_device);
+        free(a->draft_device);
         free(a->reqs);
         free(a->itl);
         free(a->accepted_per_pos);

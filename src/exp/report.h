@@ -21,6 +21,7 @@ typedef struct sm_report_request {
 typedef struct sm_report_arm {
     int64_t arm_id;
     char *name, *drafter;
+    char *target_device, *draft_device; /* "cpu", "cuda"; draft_device NULL without a draft model */
     int k;
     double temperature;
     int n_runs;

@@ -1,11 +1,15 @@
 /* src/exp/report_text.c — `specmoe report` for people at a terminal: a table per arm and, for
  * every pair of arms, differences with bootstrap 95% intervals and a plain verdict. */
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "exp/report.h"
 
 #define BOOTSTRAP_ITERATIONS 1000
+
+static bool same_text(const char *a, const char *b) { return (!a && !b) || (a && b && !strcmp(a, b)); }
 
 /* Seconds as milliseconds, "-" when undefined. */
 static const char *ms(double s, char *buf, size_t cap) {
@@ -28,7 +32,18 @@ static void print_diff(FILE *f, const char *label, sm_report_diff d, bool second
 void sm_report_print_text(const sm_report *r, FILE *f) {
     fprintf(f, "experiment '%s' (id %lld) in %s%s%s\n\n", r->experiment, (long long)r->experiment_id, r->db_path,
             r->description ? ": " : "", r->description ? r->description : "");
-    fprintf(f, "%-20s %5s %6s %9s %8s %7s %8s  %-19s %-19s %-19s %-19s\n", "arm", "runs", "reqs", "tok/s", "accept",
+    /* A device column only when the arms' models do not all run on one device: then it
+     * explains a latency gap. Shown as target/draft ("cuda/cpu"), or the target's alone. */
+    bool show_devices = false;
+    const char *first = r->n_arms ? r->arms[0].target_device : NULL;
+    for (int i = 0; i < r->n_arms; i++) {
+        const sm_report_arm *a = &r->arms[i];
+        if (!same_text(a->target_device, first) || (a->draft_device && !same_text(a->draft_device, first)))
+            show_devices = true;
+    }
+    fprintf(f, "%-20s ", "arm");
+    if (show_devices) fprintf(f, "%-13s ", "device (t/d)");
+    fprintf(f, "%5s %6s %9s %8s %7s %8s  %-19s %-19s %-19s %-19s\n", "runs", "reqs", "tok/s", "accept",
             "acc_len", "drafts", "TTFT p50/p99 ms", "ITL p50/p99 ms", "TPOT p50/p99 ms", "E2E p50/p99 ms");
     for (int i = 0; i < r->n_arms; i++) {
         const sm_report_arm *a = &r->arms[i];
@@ -47,7 +62,14 @@ void sm_report_print_text(const sm_report *r, FILE *f) {
             snprintf(accs, sizeof accs, "%.3f", acc);
             snprintf(lens, sizeof lens, "%.3f", 1.0 + (double)a->num_accepted_tokens / (double)a->num_drafts);
         }
-        fprintf(f, "%-20s %5d %6d %9.1f %8s %7s %8lld  %-19s %-19s %-19s %-19s\n", a->name, a->n_runs, a->n_reqs,
+        fprintf(f, "%-20s ", a->name);
+        if (show_devices) {
+            char dev[64];
+            snprintf(dev, sizeof dev, "%s%s%s", a->target_device ? a->target_device : "?", a->draft_device ? "/" : "",
+                     a->draft_device ? a->draft_device : "");
+            fprintf(f, "%-13s ", dev);
+        }
+        fprintf(f, "%5d %6d %9.1f %8s %7s %8lld  %-19s %-19s %-19s %-19s\n", a->n_runs, a->n_reqs,
                 isnan(a->output_tok_per_s) ? 0.0 : a->output_tok_per_s, accs, lens, (long long)a->num_drafts, cols[0],
                 cols[1], cols[2], cols[3]);
     }

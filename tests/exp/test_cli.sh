@@ -68,6 +68,37 @@ return sm.experiment {
 LUA
 "$BIN" run "$T/bf16.lua" --db "$T/bf16.db" >"$T/bf16" 2>&1 || fail "bf16 run: $(cat "$T/bf16")"
 [ "$(sqlite3 "$T/bf16.db" "SELECT target_dtype FROM arms")" = bf16 ] || fail "bf16: arms.target_dtype not the canonical name"
+# a CPU run records its device in the arms table and the arm's JSON
+[ "$(sqlite3 "$T/bf16.db" "SELECT target_device || ',' || IFNULL(draft_device, 'null') || ',' ||
+      json_extract(settings_json, '\$.target_device') FROM arms")" = "cpu,null,cpu" ] \
+  || fail "cpu run: device not recorded: $(sqlite3 "$T/bf16.db" "SELECT target_device, draft_device, settings_json FROM arms")"
+
+# device: a typo is caught with file:line and a did-you-mean; nothing runs
+cat >"$T/device.lua" <<LUA
+local sm = require "specmoe"
+return sm.experiment {
+  target = sm.model { path = "$FIX" },
+  arms = { sm.arm { name = "d", drafter = "model", k = 2,
+    draft = sm.model { path = "$FIX", device = "cdua" } } },
+}
+LUA
+expect_error "$T/device.lua" "device.lua:5:" "unknown device \(draft_device\) 'cdua'" "did you mean 'cuda'"
+
+# "cuda" in a build without CUDA: a clear error (the run help says which devices this build has)
+"$BIN" run --help >"$T/help" 2>&1 || fail "run --help: $(cat "$T/help")"
+grep -q "devices for sm.model" "$T/help" || fail "run --help does not list devices: $(cat "$T/help")"
+cat >"$T/cuda.lua" <<LUA
+local sm = require "specmoe"
+return sm.experiment {
+  target = sm.model { path = "$FIX", device = "cuda" },
+}
+LUA
+if grep -q "built without CUDA" "$T/help"; then
+  expect_error "$T/cuda.lua" "cuda.lua:3:" "target_device = \"cuda\", but this specmoe was built without CUDA"
+else
+  "$BIN" run "$T/cuda.lua" --dry-run >"$T/cuda" 2>&1 || fail "cuda dry-run in a CUDA build: $(cat "$T/cuda")"
+  grep -qE "target_device +cuda" "$T/cuda" || fail "cuda dry-run lacks target_device cuda: $(cat "$T/cuda")"
+fi
 
 cat >"$T/missing.lua" <<LUA
 local sm = require "specmoe"
@@ -106,6 +137,8 @@ expect_error "$T/runtime.lua" "runtime.lua:2:"
 grep -q "3 arms x 2 repeats = 6 runs, order interleaved" "$T/dry" || fail "dry-run header: $(head -3 "$T/dry")"
 grep -q "run order: baseline#0, self_draft#0, ngram#0, baseline#1, self_draft#1, ngram#1" "$T/dry" || fail "dry-run order"
 grep -q "prompt_lookup_max  *4" "$T/dry" || fail "dry-run: ngram defaults not resolved"
+grep -qE "target_device +cpu" "$T/dry" || fail "dry-run: no target_device"
+[ "$(grep -cE "draft_device +cpu" "$T/dry")" = 1 ] || fail "dry-run: draft_device only for the model drafter arm"
 [ -e "$T/dry.db" ] && fail "dry-run created a database"
 
 # grid helper: 2 drafters x 2 k = 4 arms, named by the template
@@ -190,10 +223,41 @@ sum_before=$(md5sum "$DB" | cut -d' ' -f1)
 grep -q "read-only" "$T/ro" || fail "read-only message: $(cat "$T/ro")"
 [ "$(q "SELECT COUNT(*) FROM runs WHERE status = 'ok'")" = 6 ] || fail "read-only attempt lost runs"
 
+# a version-1 database (schema of specmoe before devices) with a recorded experiment: run
+# migrates it (arms gain target_device/draft_device = 'cpu', old data stays) and records on.
+V1="$T/v1.db"
+sqlite3 "$V1" <tests/fixtures/db/schema_v1.sql || fail "building a version-1 database"
+sqlite3 "$V1" "INSERT INTO experiments (experiment_id, name, settings_json, created_at) VALUES (1, 'old', '{}', 0);
+  INSERT INTO arms (experiment_id, arm_index, name, target_model_path, target_moe_runner_backend, target_dtype,
+    target_moe_a2a_backend, draft_model_path, draft_moe_runner_backend, draft_dtype, draft_moe_a2a_backend, drafter,
+    num_speculative_tokens, temperature, top_p, top_k, seed, workload_kind, num_prompts, max_new_tokens, settings_json)
+  VALUES (1, 0, 'old_spec', 'm', 'ref', 'auto', 'local', 'd', 'ref', 'auto', 'local', 'model', 2, 0, 1, 0, 0,
+    'random', 2, 4, '{}');
+  INSERT INTO runs VALUES (1, 1, 0, 0, 'ok', NULL, 100, 110);"
+"$BIN" report "$V1" >/dev/null 2>"$T/v1err" && fail "report read a version-1 database without migrating"
+grep -q "specmoe run. with this database migrates it" "$T/v1err" || fail "report on v1: $(cat "$T/v1err")"
+"$BIN" run "$T/bf16.lua" --db "$V1" >"$T/v1run" 2>&1 || fail "run on a version-1 database: $(cat "$T/v1run")"
+v1() { sqlite3 "$V1" "$1"; }
+[ "$(v1 "PRAGMA user_version")" = 2 ] || fail "v1 database not migrated: version $(v1 "PRAGMA user_version")"
+[ "$(v1 "SELECT target_device || ',' || draft_device FROM arms WHERE name = 'old_spec'")" = "cpu,cpu" ] \
+  || fail "migrated arm devices: $(v1 "SELECT target_device, draft_device FROM arms WHERE name = 'old_spec'")"
+[ "$(v1 "SELECT COUNT(*) FROM runs WHERE status = 'ok'")" = 2 ] || fail "migrated database: old run lost or new one missing"
+[ "$(v1 "SELECT target_device FROM arms JOIN experiments USING (experiment_id) WHERE experiments.name = 'bf16'")" = cpu ] \
+  || fail "new arm in a migrated database: no device"
+"$BIN" report "$V1" --experiment bf16 >/dev/null 2>"$T/v1rep" || fail "report on the migrated database: $(cat "$T/v1rep")"
+
 # report: table, A/B with intervals, verdicts
 "$BIN" report "$DB" >"$T/report" 2>&1 || fail "report failed: $(cat "$T/report")"
 for pat in "experiment 'tiny'" "self_draft .* 1.000" "A = baseline, B = self_draft" "95% CI \[" "acceptance_rate .* n/a" "significant"; do
   grep -qE -- "$pat" "$T/report" || fail "report lacks /$pat/"
+done
+grep -q "device (t/d)" "$T/report" && fail "report shows a device column although every arm ran on the cpu"
+# arms that differ by device show it (rewritten here: a CPU-only machine cannot record a GPU arm)
+cp "$DB" "$T/dev.db"
+sqlite3 "$T/dev.db" "UPDATE arms SET target_device = 'cuda' WHERE name = 'baseline'"
+"$BIN" report "$T/dev.db" >"$T/devrep" 2>&1 || fail "report with devices: $(cat "$T/devrep")"
+for pat in "device \(t/d\)" "^baseline +cuda +2 " "^self_draft +cpu/cpu +2 " "^ngram +cpu +2 "; do
+  grep -qE -- "$pat" "$T/devrep" || fail "device report lacks /$pat/: $(head -6 "$T/devrep")"
 done
 "$BIN" report "$DB" --experiment nope >/dev/null 2>"$T/rerr" && fail "unknown experiment accepted"
 grep -q "no experiment named 'nope'" "$T/rerr" || fail "report error: $(cat "$T/rerr")"
