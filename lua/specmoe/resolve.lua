@@ -45,7 +45,12 @@ local function check_device(a, prefix, at, context)
     -- "gpu" and torch's "cuda:0" mean cuda, and swapped letters ("cdua") the device they spell:
     -- edit distance alone would offer "cpu" for both "gpu" and "cdua".
     local lower = device:lower()
-    local function letters(w) local t = {} for ch in w:gmatch(".") do t[#t + 1] = ch end table.sort(t) return table.concat(t) end
+    local function letters(w)
+      local t = {}
+      for ch in w:gmatch(".") do t[#t + 1] = ch end
+      table.sort(t)
+      return table.concat(t)
+    end
     local hint = (lower == "gpu" or lower:match("^cuda")) and "cuda" or nil
     for name in pairs(DEVICES) do
       if not hint and letters(lower) == letters(name) then hint = name end
