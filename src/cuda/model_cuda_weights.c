@@ -315,13 +315,7 @@ sm_status sm_cuda_weights_load(const char *dir, const sm_model_opts *opts, int m
     }
     const sm_model_config *c = w->cfg;
     w->assign_cap = SM_CUDA_CHUNK_ROWS * (c->num_experts_per_tok > 0 ? c->num_experts_per_tok : 1);
-    char tok_path[4200];
-    snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", dir);
-    FILE *probe = fopen(tok_path, "rb");
-    if (probe) {
-        fclose(probe);
-        if ((s = sm_tokenizer_load(tok_path, &w->tok, err))) goto fail;
-    }
+    if ((s = sm_tokenizer_load_dir(dir, &w->tok, err))) goto fail;
     if (sm_config_is_moe(c)) {
         if ((s = sm_cuda_model_pick_runner(opts->moe_runner_backend, &w->runner_backend, err))) goto fail;
         w->device_routing = w->runner_backend == &sm_runner_cuda;

@@ -170,13 +170,7 @@ static sm_status weights_load(const char *dir, const sm_model_opts *opts, model_
     const sm_model_config *cfg = w->cfg;
     const sm_checkpoint *ck = w->ck;
 
-    char tok_path[4200];
-    snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", dir);
-    FILE *probe = fopen(tok_path, "rb");
-    if (probe) {
-        fclose(probe);
-        if ((s = sm_tokenizer_load(tok_path, &w->tok, err))) goto fail;
-    }
+    if ((s = sm_tokenizer_load_dir(dir, &w->tok, err))) goto fail;
     if ((s = sm_threadpool_create(opts->n_threads, &w->threads, err))) goto fail;
     if ((s = tensor_f32(&ck->embed, &w->embed, err)) || (s = tensor_f32(&ck->final_norm, &w->final_norm, err)))
         goto fail;

@@ -13,6 +13,8 @@
 typedef struct sm_tokenizer sm_tokenizer;
 
 sm_status sm_tokenizer_load(const char *path, sm_tokenizer **out, sm_error *err);
+/* DIR/tokenizer.json when the checkpoint has one; *out stays NULL (and SM_OK) when it has none. */
+sm_status sm_tokenizer_load_dir(const char *dir, sm_tokenizer **out, sm_error *err);
 /* Parse from memory; path is used in messages only. */
 sm_status sm_tokenizer_parse(const char *json, size_t len, const char *path, sm_tokenizer **out, sm_error *err);
 void sm_tokenizer_free(sm_tokenizer *tok);

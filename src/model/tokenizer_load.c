@@ -925,6 +925,18 @@ sm_status sm_tokenizer_load(const char *path, sm_tokenizer **out, sm_error *err)
     return st;
 }
 
+sm_status sm_tokenizer_load_dir(const char *dir, sm_tokenizer **out, sm_error *err) {
+    if (!dir || !out) return sm_fail(err, SM_EINVAL, "sm_tokenizer_load_dir: NULL argument");
+    *out = NULL;
+    char path[4200];
+    if (snprintf(path, sizeof path, "%s/tokenizer.json", dir) >= (int)sizeof path)
+        return sm_fail(err, SM_EINVAL, "%s: directory name too long", dir);
+    FILE *probe = fopen(path, "rb");
+    if (!probe) return SM_OK; /* checkpoints without a tokenizer run on token ids */
+    fclose(probe);
+    return sm_tokenizer_load(path, out, err);
+}
+
 void sm_tokenizer_free(sm_tokenizer *t) {
     if (!t) return;
     free(t->path);
