@@ -14,13 +14,14 @@
 
 typedef struct decode_preset {
     const char *name;
-    const char *config_json;
+    int layers;              /* the real model's depth (--layers may cut it for profiling) */
+    const char *config_json; /* printf format: %d = num_hidden_layers */
 } decode_preset;
 
 static const decode_preset presets[] = {
-    {"qwen3-30b-a3b",
+    {"qwen3-30b-a3b", 48,
      "{\"architectures\":[\"Qwen3MoeForCausalLM\"],\"model_type\":\"qwen3_moe\",\"hidden_size\":2048,"
-     "\"num_hidden_layers\":48,\"num_attention_heads\":32,\"num_key_value_heads\":4,\"head_dim\":128,"
+     "\"num_hidden_layers\":%d,\"num_attention_heads\":32,\"num_key_value_heads\":4,\"head_dim\":128,"
      "\"intermediate_size\":6144,\"moe_intermediate_size\":768,\"num_experts\":128,\"num_experts_per_tok\":8,"
      "\"norm_topk_prob\":true,\"decoder_sparse_step\":1,\"mlp_only_layers\":[],\"vocab_size\":151936,"
      "\"max_position_embeddings\":40960,\"rope_theta\":1000000.0,\"rms_norm_eps\":1e-06,"
@@ -47,13 +48,14 @@ static int parse_list(const char *text, int **out, int *n) {
 
 int sm_cmd_bench_decode(int argc, char **argv) {
     const char *preset = NULL, *model = NULL, *weights = NULL, *batches_text = "1,2,4,8,16,32,64", *runner = NULL;
-    int seed = 0, prompt = 32, steps = 20, warmup = 3;
+    int seed = 0, prompt = 32, steps = 20, warmup = 3, layers = 0;
     bool eager = false;
     sm_arg args[] = {
         {"preset", SM_ARG_STRING, &preset, "qwen3-30b-a3b (full 48 layers, random weights)"},
         {"model", SM_ARG_STRING, &model, "checkpoint directory (instead of --preset)"},
         {"weights", SM_ARG_STRING, &weights, "checkpoint | random (default: random with --preset, checkpoint with --model)"},
         {"seed", SM_ARG_INT, &seed, "seed of random weights (default 0)"},
+        {"layers", SM_ARG_INT, &layers, "with --preset: this many layers instead of the model's (profiling)"},
         {"batch", SM_ARG_STRING, &batches_text, "batch sizes (default 1,2,4,8,16,32,64)"},
         {"prompt", SM_ARG_INT, &prompt, "tokens prefilled per sequence (default 32)"},
         {"steps", SM_ARG_INT, &steps, "timed decode steps per batch size (default 20)"},
@@ -72,8 +74,10 @@ int sm_cmd_bench_decode(int argc, char **argv) {
         return 2;
     }
     int *batches = NULL, n_batches = 0;
-    if (parse_list(batches_text, &batches, &n_batches) || prompt < 1 || steps < 1 || warmup < 0) {
-        fprintf(stderr, "specmoe bench decode: need --batch like 1,2,4 (1..512), --prompt >= 1, --steps >= 1, --warmup >= 0\n");
+    if (parse_list(batches_text, &batches, &n_batches) || prompt < 1 || steps < 1 || warmup < 0 || layers < 0 ||
+        (layers && !preset)) {
+        fprintf(stderr, "specmoe bench decode: need --batch like 1,2,4 (1..512), --prompt >= 1, --steps >= 1, --warmup >= 0,"
+                        " --layers >= 1 only with --preset\n");
         return 2;
     }
     if (!preset && !model) preset = "qwen3-30b-a3b";
@@ -94,7 +98,7 @@ int sm_cmd_bench_decode(int argc, char **argv) {
             snprintf(path, sizeof path, "%s/config.json", dir);
             f = fopen(path, "w");
         }
-        if (!f || fputs(presets[i].config_json, f) < 0 || fclose(f)) {
+        if (!f || fprintf(f, presets[i].config_json, layers ? layers : presets[i].layers) < 0 || fclose(f)) {
             fprintf(stderr, "specmoe bench decode: cannot write the preset's config.json under /tmp\n");
             free(batches);
             return 1;

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# bench/run_on_device.sh — one device call: GPU tests, then the benchmarks whose figures go into
+# bench/RESULTS.md, with the peers measured in the same call. Builds nothing: it runs a carried
+# slim build (BUILD, default build-k7-slim: specmoe and tests/test_gpu_* from a -DSPECMOE_CUDA=ON
+# build). From the repository root:
+#
+#     STAGES="tests decode profile layer peers hf" bash bench/run_on_device.sh   # run(..., carry=[BUILD])
+#
+# Stages (each under its own timeout, cut to what is left of BUDGET seconds):
+#   tests    every tests/test_gpu_* binary (SPECMOE_REQUIRE_GPU=1), memcheck on the kernel tests
+#   decode   specmoe bench decode (Qwen3-30B-A3B shape, 48 layers, random weights), graphs and eager
+#   profile  Nsight Compute kernel durations of one eager batch-1 step of a PROFILE_LAYERS-layer cut
+#   layer    specmoe bench moe-layer, both presets
+#   peers    bench/peer_grouped_mm.py on the same points
+#   hf       bench/peer_hf_decode.py (transformers' decode settings)
+# Logs land in $OUT/logs.tar.gz and $OUT/SUMMARY.txt.
+set -u
+ROOT=$(pwd)
+BUILD=${BUILD:-build-k7-slim}
+OUT=${OUT:-$ROOT/gpu-out}
+STAGES=${STAGES:-tests decode profile layer peers}
+BUDGET=${BUDGET:-540}
+BATCHES=${BATCHES:-1,2,4,8,16,32,64}
+TOKENS=${TOKENS:-1,2,4,8,16,64,512,4096}
+PROFILE_LAYERS=${PROFILE_LAYERS:-4}
+LOGS=$(mktemp -d)
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH="$ROOT/$BUILD:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+export SPECMOE_REQUIRE_GPU=1
+summary="$LOGS/SUMMARY.txt"
+: > "$summary"
+note() { echo "$*" | tee -a "$summary"; }
+status=0
+start=$SECONDS
+limit() {
+  local left=$((BUDGET - (SECONDS - start)))
+  [ "$left" -gt "$1" ] && left=$1
+  [ "$left" -lt 3 ] && left=0
+  echo "$left"
+}
+run() {
+  local name=$1 t
+  t=$(limit "$2")
+  shift 2
+  if [ "$t" -eq 0 ]; then note "$name: NOT RUN (budget of ${BUDGET}s spent)"; return 3; fi
+  local t0=$SECONDS
+  timeout "$t" "$@" > "$LOGS/$name.log" 2>&1
+  local rc=$?
+  note "$name: rc=$rc in $((SECONDS - t0))s (limit ${t}s)  $(grep -v '^$' "$LOGS/$name.log" | tail -1 | cut -c1-160)"
+  return $rc
+}
+has() { case " $STAGES " in *" $1 "*) return 0 ;; esac; return 1; }
+find_tool() {
+  local t
+  t=$(command -v "$1" 2>/dev/null)
+  for d in /usr/local/cuda/bin /usr/local/cuda-*/bin /opt/nvidia/*/bin /opt/nvidia/nsight-compute/*; do
+    [ -z "$t" ] && [ -x "$d/$1" ] && t="$d/$1"
+  done
+  echo "$t"
+}
+
+[ -x "$BUILD/specmoe" ] || { note "no build in $BUILD"; exit 2; }
+note "device: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
+note "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)  dirty files: $(git status --porcelain 2>/dev/null | wc -l)  date: $(date -u +%Y-%m-%dT%H:%MZ)  stages: $STAGES"
+
+if has tests; then
+  for t in "$BUILD"/tests/test_gpu_*; do
+    run "$(basename "$t")" 60 "$t" || status=1
+  done
+  cs=$(find_tool compute-sanitizer)
+  if [ -n "$cs" ]; then
+    for t in "$BUILD"/tests/test_gpu_kernels "$BUILD"/tests/test_gpu_sample; do
+      [ -x "$t" ] || continue
+      run "memcheck_$(basename "$t")" 90 "$cs" --tool memcheck --error-exitcode 9 "$t" || status=1
+      note "  $(grep -E 'ERROR SUMMARY' "$LOGS/memcheck_$(basename "$t").log" | tail -1)"
+    done
+  else
+    note "compute-sanitizer: not found"
+  fi
+fi
+if has decode; then
+  run decode_graphs 200 "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b --batch "$BATCHES" --steps 20 || status=1
+  run decode_eager 60 "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b --batch 1 --steps 10 --eager || status=1
+fi
+if has profile; then
+  ncu=$(find_tool ncu)
+  if [ -n "$ncu" ]; then
+    run profile_ncu 150 "$ncu" --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv \
+      --print-units base --log-file "$LOGS/profile.csv" "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b \
+      --layers "$PROFILE_LAYERS" --batch 1 --prompt 1 --warmup 0 --steps 1 --eager
+    run profile_summary 30 python3 bench/ncu_summary.py "$LOGS/profile.csv" --last 40
+  else
+    note "ncu: not found"
+  fi
+fi
+if has layer; then
+  for preset in qwen3-30b-a3b mixtral-8x7b; do
+    run "layer_$preset" 60 "$BUILD/specmoe" bench moe-layer --preset "$preset" --tokens "$TOKENS" || status=1
+  done
+fi
+if has peers; then
+  for preset in qwen3-30b-a3b mixtral-8x7b; do
+    run "peer_$preset" 60 python3 bench/peer_grouped_mm.py --preset "$preset" --tokens "$TOKENS" || true
+  done
+fi
+if has hf; then
+  run hf_decode "${HF_LIMIT:-240}" python3 bench/peer_hf_decode.py ${HF_ARGS:-} || true
+fi
+note "total: $((SECONDS - start))s of ${BUDGET}s; exit status $status"
+for f in "$LOGS"/decode_*.log "$LOGS"/profile_summary.log "$LOGS"/layer_*.log "$LOGS"/peer_*.log "$LOGS"/hf_*.log; do
+  [ -s "$f" ] && { echo; echo "== $(basename "$f")"; cat "$f"; } >> "$summary"
+done
+cp "$summary" "$OUT/SUMMARY.txt"
+tar -czf "$OUT/logs.tar.gz" -C "$LOGS" .
+rm -rf "$LOGS"
+exit $status
