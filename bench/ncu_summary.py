@@ -10,6 +10,7 @@ launches in order (one decode step of a model, to read per layer)."""
 import argparse
 import collections
 import csv
+import re
 
 
 def main():
@@ -24,7 +25,9 @@ def main():
     for r in csv.DictReader(lines):
         if r.get("Metric Name") != "gpu__time_duration.sum":
             continue
-        name = r["Kernel Name"].split("(")[0].split("<")[0].strip()
+        # demangled names: "void (anonymous namespace)::rmsnorm_kernel<256>(const float *, ...)"
+        name = re.sub(r"^void |\(anonymous namespace\)::", "", r["Kernel Name"])
+        name = re.split(r"[(<]", name)[0].strip()
         if name.startswith(a.skip_prefix):
             continue
         ns = float(r["Metric Value"].replace(",", ""))

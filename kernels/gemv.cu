@@ -1,0 +1,103 @@
+/* kernels/gemv.cu — see gemv.h. */
+#include "gemv.h"
+
+#include <stdint.h>
+
+#include "kernel_common.cuh"
+
+namespace {
+
+constexpr int GEMV_WARPS = 8;
+constexpr int GEMV_UNROLL = 8; /* 16-byte weight vectors per lane in flight: 4 KiB per warp */
+
+/* T: rows rounded up to a power of two (registers per accumulator set); rows <= T. */
+template <int T, bool Y_F32>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+    gemv_kernel(const __nv_bfloat16 *__restrict__ x, const __nv_bfloat16 *__restrict__ w, void *y, float beta, int rows,
+                int n, int k) {
+    extern __shared__ uint4 xs[]; /* [rows][k/8] */
+    const int k8 = k / 8, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const uint4 *xg = reinterpret_cast<const uint4 *>(x);
+    for (int i = threadIdx.x; i < rows * k8; i += blockDim.x) xs[i] = xg[i];
+    __syncthreads();
+    const int col = blockIdx.x * GEMV_WARPS + warp;
+    if (col >= n) return;
+    const uint4 *wr = reinterpret_cast<const uint4 *>(w + (size_t)col * k);
+    float acc[T];
+#pragma unroll
+    for (int t = 0; t < T; t++) acc[t] = 0.0f;
+    for (int c0 = 0; c0 < k8; c0 += 32 * GEMV_UNROLL) {
+        uint4 v[GEMV_UNROLL];
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; u++) { /* every load first: bytes in flight */
+            const int c = c0 + u * 32 + lane;
+            v[u] = c < k8 ? sm_load_stream(wr + c) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; u++) {
+            const int c = c0 + u * 32 + lane;
+            if (c >= k8) break;
+            float fw[8];
+            sm_unpack8(v[u], fw);
+#pragma unroll
+            for (int t = 0; t < T; t++) {
+                if (t < rows) {
+                    float fx[8];
+                    sm_unpack8(xs[t * k8 + c], fx);
+#pragma unroll
+                    for (int i = 0; i < 8; i++) acc[t] = fmaf(fw[i], fx[i], acc[t]);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < T; t++) {
+        if (t < rows) { /* rows is uniform, so every lane takes part in the shuffles */
+            const float s = sm_warp_sum(acc[t]);
+            if (lane == 0) {
+                const size_t o = (size_t)t * n + col;
+                if (Y_F32) {
+                    float *yf = static_cast<float *>(y);
+                    yf[o] = beta != 0.0f ? s + beta * yf[o] : s;
+                } else {
+                    static_cast<__nv_bfloat16 *>(y)[o] = __float2bfloat16_rn(s);
+                }
+            }
+        }
+    }
+}
+
+template <int T>
+void launch(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32, float beta, int rows,
+            int n, int k) {
+    const dim3 grid((unsigned)((n + GEMV_WARPS - 1) / GEMV_WARPS)), block(GEMV_WARPS * 32);
+    const size_t smem = (size_t)rows * k * 2;
+    const __nv_bfloat16 *xb = reinterpret_cast<const __nv_bfloat16 *>(x), *wb = reinterpret_cast<const __nv_bfloat16 *>(w);
+    if (y_f32) gemv_kernel<T, true><<<grid, block, smem, stream>>>(xb, wb, y, beta, rows, n, k);
+    else gemv_kernel<T, false><<<grid, block, smem, stream>>>(xb, wb, y, beta, rows, n, k);
+}
+
+/* Rows of x in shared memory: the default 48 KiB per block covers rows * k up to 24576 values
+ * (8 rows of k 3072, 4 rows of k 6144), which is every decode shape this serves. */
+constexpr size_t GEMV_SMEM_MAX = 48 * 1024;
+
+} // namespace
+
+extern "C" bool sm_cuda_gemv_fits(int rows, int n, int k, const void *x, const void *w) {
+    return rows >= 1 && rows <= SM_GEMV_MAX_ROWS && n >= 1 && k >= 8 && k % 8 == 0 &&
+           (size_t)rows * k * 2 <= GEMV_SMEM_MAX && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0;
+}
+
+extern "C" sm_status sm_cuda_gemv_xwt(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y,
+                                      bool y_f32, float beta, int rows, int n, int k, sm_error *err) {
+    if (!x || !w || !y) return sm_fail(err, SM_EINVAL, "gemv: NULL pointer (x %p, w %p, y %p)", (const void *)x, (const void *)w, y);
+    if (!sm_cuda_gemv_fits(rows, n, k, x, w))
+        return sm_fail(err, SM_EINVAL, "gemv: shape rows %d n %d k %d not supported (rows 1..%d, k %% 8 == 0, rows*k*2 <= %zu, 16-byte aligned x and w)",
+                       rows, n, k, SM_GEMV_MAX_ROWS, GEMV_SMEM_MAX);
+    if (beta != 0.0f && !y_f32) return sm_fail(err, SM_EINVAL, "gemv: beta %g needs an fp32 y", (double)beta);
+    if (rows == 1) launch<1>(stream, x, w, y, y_f32, beta, rows, n, k);
+    else if (rows == 2) launch<2>(stream, x, w, y, y_f32, beta, rows, n, k);
+    else if (rows <= 4) launch<4>(stream, x, w, y, y_f32, beta, rows, n, k);
+    else launch<8>(stream, x, w, y, y_f32, beta, rows, n, k);
+    return sm_kernel_launched("gemv", err);
+}

@@ -1,0 +1,33 @@
+/* kernels/gemv.h — y = x · wᵀ (+ beta · y) for a handful of rows: the dense projections of a
+ * decode step (q|k|v, o, router, lm_head at batch 1..8), where a GEMM library's tiles leave most
+ * of the weight-streaming bandwidth unused and the step is bound by reading the weights once.
+ *
+ * Same contract as sm_gemm_lt_xwt (src/cuda/gemm_lt.h): x [rows, k] and w [n, k] BF16 row-major,
+ * y [rows, n] fp32 (beta 0 or 1: 1 adds into y, the residual stream) or BF16 (beta must be 0).
+ * One warp per output column streams that weight row with 16-byte loads past L1; the rows of x
+ * sit in shared memory. Needs rows <= SM_GEMV_MAX_ROWS, k % 8 == 0, x and w 16-byte aligned.
+ * CPU twin: a double loop (tests/gpu/test_gemv.c). */
+#ifndef SM_GEMV_H
+#define SM_GEMV_H
+
+#include <stdbool.h>
+
+#include "kernel_api.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SM_GEMV_MAX_ROWS 8
+
+/* Whether sm_cuda_gemv_xwt takes this shape (callers fall back to cuBLASLt otherwise). */
+bool sm_cuda_gemv_fits(int rows, int n, int k, const void *x, const void *w);
+
+sm_status sm_cuda_gemv_xwt(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32,
+                           float beta, int rows, int n, int k, sm_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,76 @@
+/* kernels/gemv.h against a CPU double loop (double accumulation) on random BF16 inputs, outputs
+ * poisoned with NaN first: rows 1..8, odd n, k from 8 to 4096 (k not a multiple of the 256 values
+ * a warp reads per pass, so the tail guard runs), fp32 out with beta 0 and 1 (the residual add)
+ * and BF16 out. fp32: rel L2 < 1e-5 (summation order only); BF16: < 1e-2. Also the shapes the
+ * launcher must refuse (rows 9, k % 8 != 0, misaligned w, beta with a BF16 y). */
+#include <math.h>
+#include <string.h>
+
+#include "gemv.h"
+#include "gpu/gpu_test.h"
+
+static void cpu_xwt(const float *x, const float *w, const float *y0, float beta, float *y, int rows, int n, int k) {
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < n; c++) {
+            double s = 0;
+            for (int i = 0; i < k; i++) s += (double)x[(size_t)r * k + i] * w[(size_t)c * k + i];
+            y[(size_t)r * n + c] = (float)(s + (beta != 0.0f ? (double)beta * y0[(size_t)r * n + c] : 0.0));
+        }
+}
+
+static void test_shapes(void) {
+    uint64_t seed = 5;
+    const int shapes[][3] = {{1, 5120, 2048}, {1, 2048, 4096}, {2, 128, 2048}, {3, 77, 264}, {4, 1, 8},
+                             {5, 300, 776}, {8, 1000, 2048}, {7, 13, 4096}, {8, 64, 3072}};
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        int rows = shapes[t][0], n = shapes[t][1], k = shapes[t][2];
+        size_t ny = (size_t)rows * n;
+        sm_error err = {0};
+        float *x = gpu_test_random_bf16((size_t)rows * k, 1.0f, &seed), *w = gpu_test_random_bf16((size_t)n * k, 0.05f, &seed);
+        float *y0 = gpu_test_random_bf16(ny, 1.0f, &seed), *ref = malloc(ny * 4), *got = malloc(ny * 4);
+        void *d_x = gpu_test_upload_bf16(x, rows, k, k), *d_w = gpu_test_upload_bf16(w, n, k, k);
+        float *d_y = gpu_test_malloc(ny * 4);
+        void *d_yb = gpu_test_malloc(ny * 2);
+        for (int beta = 0; beta <= 1; beta++) {
+            if (beta) gpu_test_cuda(cudaMemcpy(d_y, y0, ny * 4, cudaMemcpyHostToDevice), "y0");
+            else gpu_test_poison(d_y, ny * 4);
+            CHECK_OK(sm_cuda_gemv_xwt(0, d_x, d_w, d_y, true, (float)beta, rows, n, k, &err), &err);
+            gpu_test_cuda(cudaMemcpy(got, d_y, ny * 4, cudaMemcpyDeviceToHost), "download y");
+            cpu_xwt(x, w, y0, (float)beta, ref, rows, n, k);
+            double e = test_rel_l2(got, ref, ny);
+            CHECK(e < 1e-5, "gemv fp32 rows %d n %d k %d beta %d: rel L2 %.3g", rows, n, k, beta, e);
+        }
+        gpu_test_poison(d_yb, ny * 2);
+        CHECK_OK(sm_cuda_gemv_xwt(0, d_x, d_w, d_yb, false, 0.0f, rows, n, k, &err), &err);
+        gpu_test_download_bf16(got, d_yb, rows, n, n);
+        cpu_xwt(x, w, y0, 0.0f, ref, rows, n, k);
+        double e = test_rel_l2(got, ref, ny);
+        CHECK(e < 1e-2, "gemv bf16 rows %d n %d k %d: rel L2 %.3g", rows, n, k, e);
+        /* the comparison can fail: a wrong weight row changes the result beyond the bound */
+        if (t == 0) {
+            w[0] += 1.0f;
+            cpu_xwt(x, w, y0, 0.0f, ref, rows, n, k);
+            CHECK(test_rel_l2(got, ref, ny) > 1e-4 || n * k < 1000, "gemv: the tolerance cannot tell a changed weight");
+        }
+        free(x); free(w); free(y0); free(ref); free(got);
+        cudaFree(d_x); cudaFree(d_w); cudaFree(d_y); cudaFree(d_yb);
+    }
+}
+
+static void test_refusals(void) {
+    sm_error err = {0};
+    char *d = gpu_test_malloc(1 << 16);
+    CHECK(sm_cuda_gemv_xwt(0, (void *)d, (void *)d, d, true, 0, 9, 8, 8, &err) == SM_EINVAL, "rows 9 accepted");
+    CHECK(strstr(err.msg, "rows 9") != NULL, "message names the rows: %s", err.msg);
+    CHECK(sm_cuda_gemv_xwt(0, (void *)d, (void *)d, d, true, 0, 1, 8, 12, &err) == SM_EINVAL, "k 12 accepted");
+    CHECK(sm_cuda_gemv_xwt(0, (void *)d, (void *)(d + 2), d, true, 0, 1, 8, 8, &err) == SM_EINVAL, "misaligned w accepted");
+    CHECK(sm_cuda_gemv_xwt(0, (void *)d, (void *)d, d, false, 1.0f, 1, 8, 8, &err) == SM_EINVAL, "beta with bf16 y accepted");
+    cudaFree(d);
+}
+
+int main(void) {
+    gpu_test_require_device("test_gpu_gemv");
+    test_shapes();
+    test_refusals();
+    TEST_MAIN_END
+}
