@@ -1,0 +1,358 @@
+/* kernels/fused_ops.cu — see fused_ops.h. Each kernel repeats, expression for expression, the
+ * arithmetic of the kernels it replaces (model_ops.cu, router_topk.cu, attention.cu), so that the
+ * compiler produces the same roundings and the results are bit-identical; what changes is only
+ * which thread does the work and how many launches it takes. */
+#include "fused_ops.h"
+
+#include "kernel_common.cuh"
+
+namespace {
+
+constexpr unsigned FULL_MASK = 0xffffffffu;
+
+__device__ __forceinline__ float bf(const __nv_bfloat16 v) { return __bfloat162float(v); }
+
+/* ---- q/k norm + RoPE + K/V write --------------------------------------------------------- */
+
+constexpr int QKR_WARPS = 8;
+constexpr int QKR_MAX_HD = 256;
+
+/* One warp per (row, head slice): slices 0..heads are q heads, then kv_heads k heads, then
+ * kv_heads v heads (a v head is only rounded into the cache). The normalised head waits in
+ * shared memory because RoPE pairs element i with i + head_dim/2, which another lane holds. */
+__global__ void __launch_bounds__(QKR_WARPS * 32)
+    qk_norm_rope_kv_kernel(float *qkv, int stride, int heads, int kvh, int hd, const __nv_bfloat16 *__restrict__ qw,
+                           const __nv_bfloat16 *__restrict__ kw, float eps, const int *__restrict__ pos, float theta,
+                           const int *__restrict__ seq, __nv_bfloat16 *kc, __nv_bfloat16 *vc, int max_context) {
+    __shared__ float buf[QKR_WARPS][QKR_MAX_HD];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int slice = blockIdx.x * QKR_WARPS + warp, r = blockIdx.y;
+    if (slice >= heads + 2 * kvh) return;
+    const int kvd = kvh * hd, p = pos[r];
+    float *v = qkv + (size_t)r * stride + (size_t)slice * hd; /* q heads, k heads, v heads are contiguous */
+    const size_t at = ((size_t)seq[r] * max_context + p) * kvd;
+    if (slice >= heads + kvh) {
+        __nv_bfloat16 *dst = vc + at + (size_t)(slice - heads - kvh) * hd;
+        for (int i = lane; i < hd; i += 32) dst[i] = __float2bfloat16_rn(v[i]);
+        return;
+    }
+    const bool is_k = slice >= heads;
+    const __nv_bfloat16 *w = is_k ? kw : qw;
+    float *b = buf[warp];
+    if (w) { /* head_rmsnorm_kernel's arithmetic */
+        float ss = 0;
+        for (int i = lane; i < hd; i += 32) {
+            const float t = v[i];
+            b[i] = t;
+            ss += t * t;
+        }
+        ss = sm_warp_sum(ss);
+        const float scale = 1.0f / sqrtf(ss / (float)hd + eps);
+        for (int i = lane; i < hd; i += 32) b[i] = (b[i] * scale) * bf(w[i]);
+    } else {
+        for (int i = lane; i < hd; i += 32) b[i] = v[i];
+    }
+    __syncwarp();
+    const int half = hd / 2;
+    __nv_bfloat16 *kdst = kc + at + (size_t)(slice - heads) * hd;
+    for (int i = lane; i < half; i += 32) { /* rope_kernel's arithmetic */
+        const float inv_freq = (float)(1.0 / pow((double)theta, (double)(2 * i) / (double)hd));
+        const float angle = (float)p * inv_freq;
+        const float c = cosf(angle), s = sinf(angle);
+        const float a = b[i], bb = b[i + half];
+        const float lo = a * c - bb * s, hi = bb * c + a * s;
+        v[i] = lo;
+        v[i + half] = hi;
+        if (is_k) {
+            kdst[i] = __float2bfloat16_rn(lo);
+            kdst[i + half] = __float2bfloat16_rn(hi);
+        }
+    }
+}
+
+/* ---- MoE combine + RMSNorm ----------------------------------------------------------------- */
+
+/* model_ops.cu's block_sum, repeated so the norm's reduction order is the same. */
+__device__ float block_sum(float v, float *shared32) {
+    v = sm_warp_sum(v);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+    __syncthreads();
+    if (lane == 0) shared32[warp] = v;
+    __syncthreads();
+    float t = 0;
+    for (int w = 0; w < warps; w++) t += shared32[w];
+    return t;
+}
+
+/* One block per row, as many threads as sm_cuda_rmsnorm_f32 gives the row: every thread sums the
+ * squares of the same elements in the same order as rmsnorm_kernel. */
+__global__ void combine_rmsnorm_kernel(const __nv_bfloat16 *__restrict__ ys, int stride,
+                                       const int *__restrict__ sorted_pos, int top_k, float *x, int hidden,
+                                       const __nv_bfloat16 *__restrict__ w, float eps, __nv_bfloat16 *out) {
+    __shared__ float red[32];
+    const int r = blockIdx.x;
+    float *xr = x + (size_t)r * hidden;
+    const int *pr = sorted_pos + (size_t)r * top_k;
+    float ss = 0;
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
+        float s = 0;
+#pragma unroll 8
+        for (int j = 0; j < top_k; j++) s += bf(ys[(size_t)pr[j] * stride + i]);
+        const float xn = xr[i] + s;
+        xr[i] = xn;
+        ss += xn * xn;
+    }
+    if (!w) return;
+    ss = block_sum(ss, red);
+    const float scale = 1.0f / sqrtf(ss / (float)hidden + eps);
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x)
+        out[(size_t)r * hidden + i] = __float2bfloat16_rn((xr[i] * scale) * bf(w[i]));
+}
+
+/* ---- MoE routing: top-k + permutation + gather --------------------------------------------- */
+
+/* A total order key for the selection: larger logit first. -0 and +0 get one key (router_topk
+ * compares them equal, then by id); NaN the lowest key. */
+__device__ __forceinline__ unsigned order_key(float f) {
+    if (isnan(f)) return 0u;
+    if (f == 0.0f) f = 0.0f;
+    const unsigned u = __float_as_uint(f);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+__device__ __forceinline__ int expert_count(const unsigned long long *m, int words) {
+    int c = 0;
+    for (int w = 0; w < words; w++) c += __popcll(m[w]);
+    return c;
+}
+
+/* Block layout of the dynamic shared memory (route_smem_bytes sizes it):
+ *   rows_of[E][W]: bit r of expert e's W words = row r picked e (W = ceil(rows/64)); the rank of
+ *                  assignment (r, j) inside its expert is the number of lower rows that picked
+ *                  the expert, a popcount, so every block derives the same order without atomics;
+ *   ids[n], wts[n]: the top-k as router_topk writes them; spos[n]: each assignment's sorted position;
+ *   off[E+1]: expert offsets.
+ * V = logits each lane holds in registers (E <= 32 V). The top-k of a row is k rounds of a warp
+ * arg-max over registers (two redux instructions a round), where router_topk re-reads the row from
+ * memory and reduces with ten shuffles every round — its 7 µs at one row. */
+template <int V>
+__global__ void __launch_bounds__(1024)
+    moe_route_kernel(const float *__restrict__ logits, int rows, int E, int k, bool renormalize,
+                     const __nv_bfloat16 *__restrict__ h, int hidden, int stride, bool vec, int *expert_ids,
+                     float *weights, int *offsets, int *sorted_src, int *sorted_pos, float *sorted_w,
+                     __nv_bfloat16 *xs) {
+    extern __shared__ unsigned long long route_smem[];
+    const int W = (rows + 63) / 64, n = rows * k;
+    unsigned long long *rows_of = route_smem;
+    int *ids = (int *)(rows_of + (size_t)E * W);
+    float *wts = (float *)(ids + n);
+    int *spos = (int *)(wts + n);
+    int *off = spos + n;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    for (int i = threadIdx.x; i < E * W; i += blockDim.x) rows_of[i] = 0ull;
+    __syncthreads();
+
+    for (int r = warp; r < rows; r += warps) {
+        const float *l = logits + (size_t)r * E;
+        float v[V];
+#pragma unroll
+        for (int i = 0; i < V; i++) v[i] = lane + 32 * i < E ? l[lane + 32 * i] : 0.0f;
+        /* router_topk_kernel's softmax: same per-lane order, same butterfly */
+        float mx = -INFINITY;
+#pragma unroll
+        for (int i = 0; i < V; i++)
+            if (lane + 32 * i < E) mx = fmaxf(mx, v[i]);
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, o));
+        float sum = 0.0f;
+#pragma unroll
+        for (int i = 0; i < V; i++)
+            if (lane + 32 * i < E) sum += expf(v[i] - mx);
+        sum = sm_warp_sum(sum);
+
+        unsigned taken = 0;
+        float picked_sum = 0.0f;
+        for (int j = 0; j < k; j++) {
+            unsigned best_key = 0;
+            int best = -1;
+            float best_v = 0.0f;
+#pragma unroll
+            for (int i = 0; i < V; i++) { /* ascending id: '>' keeps the lower id on ties */
+                const int e = lane + 32 * i;
+                if (e < E && !((taken >> i) & 1u)) {
+                    const unsigned key = order_key(v[i]);
+                    if (best < 0 || key > best_key) {
+                        best_key = key;
+                        best = e;
+                        best_v = v[i];
+                    }
+                }
+            }
+            const unsigned top = __reduce_max_sync(FULL_MASK, best_key);
+            const unsigned win = __reduce_min_sync(FULL_MASK, best >= 0 && best_key == top ? (unsigned)best : FULL_MASK);
+            const float wv = __shfl_sync(FULL_MASK, best_v, (int)(win & 31u));
+            const float wgt = expf(wv - mx) / sum;
+            picked_sum += wgt;
+            if ((int)(win & 31u) == lane) {
+                taken |= 1u << (win >> 5);
+                atomicOr(&rows_of[(size_t)win * W + (r >> 6)], 1ull << (r & 63));
+            }
+            if (lane == 0) {
+                ids[r * k + j] = (int)win;
+                wts[r * k + j] = wgt;
+            }
+        }
+        if (renormalize) {
+            __syncwarp();
+            for (int j = lane; j < k; j += 32) wts[r * k + j] = wts[r * k + j] / picked_sum;
+        }
+    }
+    __syncthreads();
+
+    if (warp == 0) { /* expert offsets: a warp scan over contiguous chunks of experts */
+        const int per = (E + 31) / 32, e0 = lane * per, e1 = min(e0 + per, E);
+        int local = 0;
+        for (int e = e0; e < e1; e++) local += expert_count(rows_of + (size_t)e * W, W);
+        int incl = local;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const int t = __shfl_up_sync(FULL_MASK, incl, o);
+            if (lane >= o) incl += t;
+        }
+        int run = incl - local;
+        for (int e = e0; e < e1; e++) {
+            off[e] = run;
+            run += expert_count(rows_of + (size_t)e * W, W);
+        }
+        if (lane == 31) off[E] = incl;
+    }
+    __syncthreads();
+
+    const bool writer = blockIdx.x == 0;
+    for (int a = threadIdx.x; a < n; a += blockDim.x) {
+        const int r = a / k, e = ids[a];
+        const unsigned long long *m = rows_of + (size_t)e * W;
+        const int p = off[e] + expert_count(m, r >> 6) + __popcll(m[r >> 6] & ((1ull << (r & 63)) - 1ull));
+        spos[a] = p;
+        if (writer) {
+            expert_ids[a] = e;
+            weights[a] = wts[a];
+            sorted_src[p] = a;
+            sorted_pos[a] = p;
+            sorted_w[p] = wts[a];
+        }
+    }
+    if (writer)
+        for (int e = threadIdx.x; e <= E; e += blockDim.x) offsets[e] = off[e];
+    __syncthreads();
+
+    /* this block's share of the gather: assignments a0..a1, each row of xs at its sorted position */
+    const int share = (n + gridDim.x - 1) / gridDim.x, a0 = blockIdx.x * share, a1 = min(n, a0 + share);
+    if (a0 >= a1) return;
+    if (vec) {
+        const int hv = hidden / 8, sv = stride / 8;
+        const long total = (long)(a1 - a0) * sv;
+        for (long t = threadIdx.x; t < total; t += blockDim.x) {
+            const int a = a0 + (int)(t / sv), c = (int)(t % sv);
+            const uint4 val = c < hv ? reinterpret_cast<const uint4 *>(h + (size_t)(a / k) * hidden)[c]
+                                     : make_uint4(0u, 0u, 0u, 0u);
+            reinterpret_cast<uint4 *>(xs + (size_t)spos[a] * stride)[c] = val;
+        }
+    } else {
+        const long total = (long)(a1 - a0) * stride;
+        for (long t = threadIdx.x; t < total; t += blockDim.x) {
+            const int a = a0 + (int)(t / stride), c = (int)(t % stride);
+            xs[(size_t)spos[a] * stride + c] = c < hidden ? h[(size_t)(a / k) * hidden + c] : __float2bfloat16_rn(0.0f);
+        }
+    }
+}
+
+size_t route_smem_bytes(int rows, int E, int k) {
+    const size_t W = (size_t)(rows + 63) / 64, n = (size_t)rows * k;
+    return (size_t)E * W * 8 + n * 12 + (size_t)(E + 1) * 4;
+}
+
+/* Enough blocks that each copies a few rows of xs; every block repeats the routing, which at
+ * decode sizes costs less than a second launch would. */
+constexpr int ROUTE_MAX_BLOCKS = 128;
+
+} // namespace
+
+#define NEED(cond, ...)                                                     \
+    do {                                                                    \
+        if (!(cond)) return sm_fail(err, SM_EINVAL, __VA_ARGS__);           \
+    } while (0)
+
+typedef const __nv_bfloat16 *cbf;
+
+extern "C" sm_status sm_cuda_qk_norm_rope_kv(cudaStream_t stream, float *qkv, int stride, int rows, int heads,
+                                             int kv_heads, int head_dim, const sm_bf16_bits *q_norm,
+                                             const sm_bf16_bits *k_norm, float eps, const int *pos, float theta,
+                                             const int *seq, sm_bf16_bits *k_cache, sm_bf16_bits *v_cache,
+                                             int max_context, sm_error *err) {
+    NEED(rows >= 0 && rows <= 65535 && heads > 0 && kv_heads > 0 && head_dim >= 2 && head_dim <= QKR_MAX_HD &&
+             head_dim % 2 == 0 && max_context > 0 && (long)stride >= (long)(heads + 2 * kv_heads) * head_dim,
+         "qk_norm_rope_kv: bad shape (rows %d, heads %d, kv_heads %d, head_dim %d (even, <= %d), stride %d, "
+         "max_context %d)",
+         rows, heads, kv_heads, head_dim, QKR_MAX_HD, stride, max_context);
+    NEED(!q_norm == !k_norm, "qk_norm_rope_kv: give both q_norm and k_norm (Qwen3's per-head norm) or neither");
+    if (!rows) return SM_OK;
+    NEED(qkv && pos && seq && k_cache && v_cache, "qk_norm_rope_kv: NULL device pointer");
+    const dim3 grid((unsigned)((heads + 2 * kv_heads + QKR_WARPS - 1) / QKR_WARPS), (unsigned)rows);
+    qk_norm_rope_kv_kernel<<<grid, QKR_WARPS * 32, 0, stream>>>(qkv, stride, heads, kv_heads, head_dim, (cbf)q_norm,
+                                                               (cbf)k_norm, eps, pos, theta, seq,
+                                                               (__nv_bfloat16 *)k_cache, (__nv_bfloat16 *)v_cache,
+                                                               max_context);
+    return sm_kernel_launched("qk_norm_rope_kv", err);
+}
+
+extern "C" sm_status sm_cuda_moe_route(cudaStream_t stream, const float *logits, int rows, int num_experts, int top_k,
+                                       bool renormalize, const sm_bf16_bits *h, int hidden, int stride,
+                                       int *expert_ids, float *weights, int *expert_offsets, int *sorted_src,
+                                       int *sorted_pos, float *sorted_weight, sm_bf16_bits *xs, sm_error *err) {
+    NEED(rows >= 0 && num_experts > 0 && top_k > 0 && top_k <= num_experts && hidden > 0 && stride >= hidden,
+         "moe_route: bad shape (rows %d, experts %d, top_k %d, hidden %d, stride %d)", rows, num_experts, top_k,
+         hidden, stride);
+    NEED(rows <= SM_MOE_ROUTE_MAX_ROWS && num_experts <= SM_MOE_ROUTE_MAX_EXPERTS &&
+             (long)rows * top_k <= SM_MOE_ROUTE_MAX_ASSIGN,
+         "moe_route: %d rows x top_k %d over %d experts is beyond the fused routing's limits (rows <= %d, experts <= "
+         "%d, rows*top_k <= %d): use router_topk + moe_permute + moe_gather",
+         rows, top_k, num_experts, SM_MOE_ROUTE_MAX_ROWS, SM_MOE_ROUTE_MAX_EXPERTS, SM_MOE_ROUTE_MAX_ASSIGN);
+    NEED(expert_offsets && (!rows || (logits && h && expert_ids && weights && sorted_src && sorted_pos &&
+                                      sorted_weight && xs)),
+         "moe_route: NULL device pointer");
+    const int n = rows * top_k;
+    const int blocks = n < 1 ? 1 : n < ROUTE_MAX_BLOCKS ? n : ROUTE_MAX_BLOCKS;
+    int threads = 32 * rows;
+    threads = threads < 256 ? 256 : threads > 1024 ? 1024 : threads;
+    const bool vec = hidden % 8 == 0 && stride % 8 == 0 && (uintptr_t)h % 16 == 0 && (uintptr_t)xs % 16 == 0;
+    const size_t smem = route_smem_bytes(rows, num_experts, top_k);
+#define SM_ROUTE_LAUNCH(V)                                                                                           \
+    moe_route_kernel<V><<<blocks, threads, smem, stream>>>(logits, rows, num_experts, top_k, renormalize, (cbf)h,   \
+                                                           hidden, stride, vec, expert_ids, weights, expert_offsets, \
+                                                           sorted_src, sorted_pos, sorted_weight,                  \
+                                                           (__nv_bfloat16 *)xs)
+    if (num_experts <= 32) SM_ROUTE_LAUNCH(1);
+    else if (num_experts <= 64) SM_ROUTE_LAUNCH(2);
+    else if (num_experts <= 128) SM_ROUTE_LAUNCH(4);
+    else if (num_experts <= 256) SM_ROUTE_LAUNCH(8);
+    else SM_ROUTE_LAUNCH(16);
+#undef SM_ROUTE_LAUNCH
+    return sm_kernel_launched("moe_route", err);
+}
+
+extern "C" sm_status sm_cuda_moe_combine_rmsnorm(cudaStream_t stream, const sm_bf16_bits *ys, int stride,
+                                                 const int *sorted_pos, int top_k, float *x, int rows, int hidden,
+                                                 const sm_bf16_bits *weight, float eps, sm_bf16_bits *out_bf16,
+                                                 sm_error *err) {
+    NEED(rows >= 0 && hidden > 0 && stride >= hidden && top_k > 0,
+         "moe_combine_rmsnorm: bad shape (rows %d, hidden %d, stride %d, top_k %d)", rows, hidden, stride, top_k);
+    NEED(!weight || out_bf16, "moe_combine_rmsnorm: a norm weight needs an output (out_bf16 is NULL)");
+    if (!rows) return SM_OK;
+    NEED(ys && sorted_pos && x, "moe_combine_rmsnorm: NULL device pointer");
+    /* the thread count of sm_cuda_rmsnorm_f32: it fixes the order of the sum of squares */
+    const int threads = hidden >= 1024 ? 1024 : (hidden + 31) / 32 * 32;
+    combine_rmsnorm_kernel<<<rows, threads, 0, stream>>>((cbf)ys, stride, sorted_pos, top_k, x, hidden, (cbf)weight,
+                                                         eps, (__nv_bfloat16 *)out_bf16);
+    return sm_kernel_launched("moe_combine_rmsnorm", err);
+}
