@@ -4,5 +4,10 @@ if(SPECMOE_CUDA)
   specmoe_test(test_gpu_model_ops SOURCES gpu/test_model_ops.c LABELS gpu)
   specmoe_test(test_gpu_forward SOURCES gpu/test_forward.c LABELS gpu)
   specmoe_test(test_gpu_gemv SOURCES gpu/test_gemv.c LABELS gpu)
-  set_tests_properties(test_gpu_model_ops test_gpu_forward test_gpu_gemv PROPERTIES SKIP_RETURN_CODE 77)
+  # speculative decoding with sampling and verification on the device: greedy agreement on the
+  # trained pair, and the CPU test's chi-square distribution checks run on "cuda"
+  specmoe_test(test_gpu_spec SOURCES gpu/test_spec_gpu.c LABELS gpu)
+  specmoe_test(test_gpu_spec_engine SOURCES unit/test_spec_engine.c LABELS gpu ARGS cuda)
+  set_tests_properties(test_gpu_model_ops test_gpu_forward test_gpu_gemv test_gpu_spec test_gpu_spec_engine
+                       PROPERTIES SKIP_RETURN_CODE 77)
 endif()

@@ -25,6 +25,7 @@
 #include "gemv.h"
 #include "model_ops.h"
 #include "router_topk.h"
+#include "sample.h"
 #include "silu_mul.h"
 
 #define GRAPH_MAX_ROWS 64
@@ -56,6 +57,13 @@ struct sm_model_dev {
     float *h_w;
     step_graph graphs[GRAPH_SLOTS];
     int n_graphs;
+    /* device sampling (sm_forward_opts.sample), grown on first use outside any graph */
+    float *d_probs;           /* [probs_rows][vocab]: filtered distributions of a forward's logits rows */
+    int probs_rows;
+    float *d_q;               /* draft distributions uploaded for verification */
+    size_t q_floats;
+    void *d_small;            /* ids, counts and uniforms of one sampling call */
+    size_t small_bytes;
 };
 
 /* ---- workspace layout ---------------------------------------------------------------------- */
@@ -113,6 +121,9 @@ static void dev_free(sm_model_dev *m) {
     sm_gemm_lt_destroy(m->gemm);
     cudaFree(m->kv);
     cudaFree(m->ws);
+    cudaFree(m->d_probs);
+    cudaFree(m->d_q);
+    cudaFree(m->d_small);
     cudaFreeHost(m->h_rows);
     cudaFreeHost(m->h_ids);
     cudaFreeHost(m->h_w);
@@ -337,12 +348,140 @@ static sm_status run_step(sm_model_dev *m, const step *st, sm_error *err) {
     return step_body(m, st, err);
 }
 
+/* ---- sampling on the device ---------------------------------------------------------------- */
+
+static sm_status grow(void **p, size_t *have, size_t need, const char *what, sm_error *err) {
+    if (need <= *have) return SM_OK;
+    cudaFree(*p);
+    *p = NULL;
+    *have = 0;
+    SM_TRY(sm_cuda_check(cudaMalloc(p, need), err, "GPU model: allocating %zu bytes for %s", need, what));
+    *have = need;
+    return SM_OK;
+}
+
+/* The small arrays of one sampling call, carved from d_small. */
+typedef struct sample_bufs {
+    float *uniforms, *verify_uniforms;
+    int *tokens, *n_draft, *drafts, *p_row, *n_accepted, *next;
+} sample_bufs;
+
+static sm_status sample_reserve(sm_model_dev *m, const sm_forward_sample *sp, int n_logits, sample_bufs *b, sm_error *err) {
+    size_t V = (size_t)m->w->cfg->vocab_size, nv = (size_t)sp->n_verify, km = (size_t)(sp->k_max > 0 ? sp->k_max : 0);
+    if (n_logits > m->probs_rows) {
+        size_t have = (size_t)m->probs_rows * V * 4;
+        SM_TRY(grow((void **)&m->d_probs, &have, (size_t)n_logits * V * 4, "sampling distributions", err));
+        m->probs_rows = n_logits;
+    }
+    if (sp->n_verify && sp->q) {
+        size_t have = m->q_floats * 4;
+        SM_TRY(grow((void **)&m->d_q, &have, nv * km * V * 4, "draft distributions", err));
+        m->q_floats = have / 4;
+    }
+    size_t counts[8] = {(size_t)n_logits, nv * (km + 1), (size_t)n_logits, nv, nv * (km ? km : 1), nv, nv, nv};
+    size_t total = 0;
+    for (int i = 0; i < 8; i++) total += (counts[i] * 4 + 255) / 256 * 256;
+    SM_TRY(grow(&m->d_small, &m->small_bytes, total, "sampling ids", err));
+    void **slots[8] = {(void **)&b->uniforms, (void **)&b->verify_uniforms, (void **)&b->tokens, (void **)&b->n_draft,
+                       (void **)&b->drafts, (void **)&b->p_row, (void **)&b->n_accepted, (void **)&b->next};
+    char *at = m->d_small;
+    for (int i = 0; i < 8; i++) {
+        *slots[i] = at;
+        at += (counts[i] * 4 + 255) / 256 * 256;
+    }
+    return SM_OK;
+}
+
+/* After a chunk's step: its logits rows (m->logits) become distributions at row `done` of
+ * d_probs, or, greedy with nothing else asked, argmax ids straight away. */
+static sm_status sample_chunk(sm_model_dev *m, const sm_forward_sample *sp, const sample_bufs *b, int done, int n_logits,
+                              sm_error *err) {
+    int V = m->w->cfg->vocab_size;
+    if (sp->temperature <= 0.0f && !sp->n_verify && !sp->probs)
+        return sm_cuda_argmax(m->stream, m->logits, n_logits, V, b->tokens + done, err);
+    return sm_cuda_sampling_probs(m->stream, m->logits, n_logits, V, sp->temperature, sp->top_k, sp->top_p,
+                                  m->d_probs + (size_t)done * V, err);
+}
+
+static sm_status upload(sm_model_dev *m, void *dst, const void *src, size_t bytes, const char *what, sm_error *err) {
+    return sm_cuda_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, m->stream), err,
+                         "GPU model: uploading %s (%zu bytes)", what, bytes);
+}
+
+static sm_status download(sm_model_dev *m, void *dst, const void *src, size_t bytes, const char *what, sm_error *err) {
+    return sm_cuda_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, m->stream), err,
+                         "GPU model: copying %s to the host (%zu bytes)", what, bytes);
+}
+
+/* After every chunk: draw the tokens, or run the acceptance test, and copy back the results. */
+static sm_status sample_finish(sm_model_dev *m, const sm_forward_sample *sp, const sample_bufs *b, int n_logits,
+                               sm_error *err) {
+    int V = m->w->cfg->vocab_size;
+    bool greedy = sp->temperature <= 0.0f;
+    if (!sp->n_verify) {
+        if (!greedy || sp->probs) {
+            if (sp->uniforms) SM_TRY(upload(m, b->uniforms, sp->uniforms, (size_t)n_logits * 4, "uniforms", err));
+            else SM_TRY(sm_cuda_check(cudaMemsetAsync(b->uniforms, 0, (size_t)n_logits * 4, m->stream), err, "GPU model: uniforms"));
+            SM_TRY(sm_cuda_sample_tokens(m->stream, m->d_probs, n_logits, V, b->uniforms, b->tokens, err));
+        }
+        SM_TRY(download(m, sp->tokens, b->tokens, (size_t)n_logits * 4, "sampled tokens", err));
+        if (sp->probs) SM_TRY(download(m, sp->probs, m->d_probs, (size_t)n_logits * V * 4, "sampling distributions", err));
+        return SM_OK;
+    }
+    int nv = sp->n_verify, km = sp->k_max, *p_row = malloc((size_t)nv * sizeof *p_row), row = 0;
+    if (!p_row) return sm_fail(err, SM_ENOMEM, "GPU model: verification rows");
+    for (int s = 0; s < nv; s++) {
+        p_row[s] = row;
+        row += sp->n_draft[s] + 1;
+    }
+    sm_status st = SM_OK;
+    if (row != n_logits)
+        st = sm_fail(err, SM_EINVAL, "GPU model: verification groups cover %d logits rows but the forward has %d", row, n_logits);
+    if (!st) st = upload(m, b->p_row, p_row, (size_t)nv * 4, "verification rows", err);
+    free(p_row);
+    SM_TRY(st);
+    SM_TRY(upload(m, b->n_draft, sp->n_draft, (size_t)nv * 4, "draft counts", err));
+    if (km > 0) SM_TRY(upload(m, b->drafts, sp->drafts, (size_t)nv * km * 4, "drafts", err));
+    SM_TRY(upload(m, b->verify_uniforms, sp->verify_uniforms, (size_t)nv * (km + 1) * 4, "verification uniforms", err));
+    if (sp->q) SM_TRY(upload(m, m->d_q, sp->q, (size_t)nv * km * V * 4, "draft distributions", err));
+    SM_TRY(sm_cuda_spec_verify(m->stream, m->d_probs, sp->q ? m->d_q : NULL, b->drafts, b->n_draft, b->p_row,
+                               b->verify_uniforms, nv, km, V, b->n_accepted, b->next, err));
+    SM_TRY(download(m, sp->n_accepted, b->n_accepted, (size_t)nv * 4, "accepted counts", err));
+    return download(m, sp->next, b->next, (size_t)nv * 4, "next tokens", err);
+}
+
+static sm_status check_sample(const sm_forward_sample *sp, int vocab, sm_error *err) {
+    if (!sp->n_verify && !sp->tokens) return sm_fail(err, SM_EINVAL, "GPU model: sampling without a tokens array");
+    if (!sp->n_verify && sp->temperature > 0.0f && !sp->uniforms)
+        return sm_fail(err, SM_EINVAL, "GPU model: sampling at temperature %g needs uniforms", (double)sp->temperature);
+    if (sp->n_verify < 0 || sp->k_max < 0) return sm_fail(err, SM_EINVAL, "GPU model: %d sequences to verify, k_max %d", sp->n_verify, sp->k_max);
+    if (sp->n_verify && (!sp->n_draft || (sp->k_max && !sp->drafts) || !sp->verify_uniforms || !sp->n_accepted || !sp->next))
+        return sm_fail(err, SM_EINVAL, "GPU model: verification needs n_draft, drafts, verify_uniforms, n_accepted and next");
+    for (int s = 0; s < sp->n_verify; s++) {
+        if (sp->n_draft[s] < 0 || sp->n_draft[s] > sp->k_max)
+            return sm_fail(err, SM_EINVAL, "GPU model: sequence %d has %d drafts (k_max %d)", s, sp->n_draft[s], sp->k_max);
+        for (int j = 0; j < sp->n_draft[s]; j++)
+            if (sp->drafts[(size_t)s * sp->k_max + j] < 0 || sp->drafts[(size_t)s * sp->k_max + j] >= vocab)
+                return sm_fail(err, SM_EINVAL, "GPU model: draft %d of sequence %d is token %d, outside the vocabulary of %d",
+                               j, s, sp->drafts[(size_t)s * sp->k_max + j], vocab);
+    }
+    return SM_OK;
+}
+
 static sm_status dev_forward(sm_model_dev *m, const sm_row *rows, int n_rows, const sm_forward_opts *fo,
                              const sm_route_observer *observer, float *logits, sm_error *err) {
     const sm_model_config *c = m->w->cfg;
     int top_k = fo && fo->top_k_override > 0 ? fo->top_k_override : c->num_experts_per_tok;
     int chunk = SM_CUDA_CHUNK_ROWS;
     if (sm_config_is_moe(c) && chunk * top_k > m->w->assign_cap) chunk = m->w->assign_cap / top_k;
+    const sm_forward_sample *sp = fo ? fo->sample : NULL;
+    sample_bufs sb = {0};
+    int total_logits = 0;
+    for (int r = 0; r < n_rows; r++) total_logits += rows[r].want_logits;
+    if (sp) {
+        SM_TRY(check_sample(sp, c->vocab_size, err));
+        SM_TRY(sample_reserve(m, sp, total_logits, &sb, err));
+    }
     long logits_done = 0;
     for (int start = 0; start < n_rows; start += chunk) {
         int n = n_rows - start < chunk ? n_rows - start : chunk, n_logits = 0;
@@ -359,15 +498,21 @@ static sm_status dev_forward(sm_model_dev *m, const sm_row *rows, int n_rows, co
         SM_TRY(sm_cuda_check(cudaMemcpyAsync(m->d_rows, m->h_rows, 4 * SM_CUDA_CHUNK_ROWS * sizeof(int),
                                              cudaMemcpyHostToDevice, m->stream), err, "GPU model: copying the row table"));
         SM_TRY(run_step(m, &st, err));
-        if (n_logits)
+        if (n_logits && sp)
+            SM_TRY(sample_chunk(m, sp, &sb, (int)logits_done, n_logits, err));
+        else if (n_logits)
             SM_TRY(sm_cuda_check(cudaMemcpyAsync(logits + logits_done * c->vocab_size, m->logits,
                                                  (size_t)n_logits * c->vocab_size * sizeof(float), cudaMemcpyDeviceToHost,
                                                  m->stream), err, "GPU model: copying %d rows of logits", n_logits));
         logits_done += n_logits;
-        /* the one synchronisation of a step: logits are ready, the pinned row table is free again */
-        SM_TRY(sm_cuda_check(cudaStreamSynchronize(m->stream), err, "GPU model: forward of %d rows", n));
+        /* the one synchronisation of a step: logits are ready, the pinned row table is free again
+         * (when sampling, the last chunk's wait is the one after the sampling below) */
+        if (!sp || start + chunk < n_rows)
+            SM_TRY(sm_cuda_check(cudaStreamSynchronize(m->stream), err, "GPU model: forward of %d rows", n));
     }
-    return SM_OK;
+    if (!sp) return SM_OK;
+    if (total_logits) SM_TRY(sample_finish(m, sp, &sb, total_logits, err));
+    return sm_cuda_check(cudaStreamSynchronize(m->stream), err, "GPU model: sampling %d rows", total_logits);
 }
 
 const sm_model_device sm_model_device_cuda = {
@@ -378,5 +523,6 @@ const sm_model_device sm_model_device_cuda = {
     .cfg = dev_cfg,
     .tokenizer = dev_tokenizer,
     .dir = dev_dir,
+    .samples = true,
     .forward = dev_forward,
 };

@@ -533,8 +533,13 @@ static sm_status device_forward(sm_model *m, const sm_row *rows, int n_rows, con
     return SM_OK;
 }
 
+bool sm_model_samples_on_device(const sm_model *m) { return m->device && m->device->samples; }
+
 sm_status sm_model_forward(sm_model *m, const sm_row *rows, int n_rows, const sm_forward_opts *fo, float *logits,
                            sm_error *err) {
+    if (fo && fo->sample && !sm_model_samples_on_device(m))
+        return sm_fail(err, SM_EINVAL, "forward: sampling on the device needs a GPU model (device \"%s\" samples in the caller)",
+                       m->device ? m->device->name : "cpu");
     if (m->device) return device_forward(m, rows, n_rows, fo, logits, err);
     const model_weights *w = m->w;
     const sm_model_config *c = w->cfg;

@@ -38,10 +38,36 @@ typedef struct sm_row {
     bool want_logits;
 } sm_row;
 
-/* Per-call variations used by self-speculation; NULL means the full model. */
+/* Sampling where the logits are (sm_model_samples_on_device): the rows that want logits are
+ * turned into tokens on the device and only ids come back (plus, if asked, the filtered
+ * distributions), instead of a [rows][vocab] logits copy. Filters as spec/sampler.h's
+ * sm_sampling: softmax(logits / T), top-k, then top-p, renormalised; T = 0 is greedy.
+ *
+ * Plain (n_verify 0): token i is drawn from logits row i with uniforms[i] (NULL when greedy).
+ * Verification (n_verify > 0): the logits rows form n_verify consecutive groups, group s being
+ * n_draft[s] verify rows and the bonus row; the rejection-sampling test of spec/verify.c runs on
+ * the device (greedy: draft i survives while it is the argmax), giving n_accepted[s] and the
+ * token emitted after them, next[s]. */
+typedef struct sm_forward_sample {
+    float temperature, top_p;
+    int top_k;
+    const float *uniforms;        /* [n_logits] in [0, 1); NULL when greedy */
+    int *tokens;                  /* out [n_logits] (plain mode) */
+    float *probs;                 /* out [n_logits][vocab] filtered distributions (a draft's q), or NULL */
+    int n_verify, k_max;
+    const int *n_draft;           /* [n_verify], each 0..k_max */
+    const int *drafts;            /* [n_verify][k_max] */
+    const float *q;               /* [n_verify][k_max][vocab] draft distributions; NULL: one-hot at the drafts */
+    const float *verify_uniforms; /* [n_verify][k_max + 1]: u[s][i] decides draft i, u[s][k_max] draws next */
+    int *n_accepted, *next;       /* out [n_verify] */
+} sm_forward_sample;
+
+/* Per-call variations used by self-speculation and device sampling; NULL means the full model
+ * returning logits. */
 typedef struct sm_forward_opts {
     int top_k_override;          /* 0 = config's experts per token */
     const bool *skip_layer;      /* [num_layers] layers to skip (residual passes through), or NULL */
+    const sm_forward_sample *sample; /* sample on the device (logits may then be NULL), or NULL */
 } sm_forward_opts;
 
 /* Observes routing decisions as the forward makes them (metrics, route traces).
@@ -65,6 +91,10 @@ int sm_model_max_context(const sm_model *m);
 /* logits: [number of rows with want_logits][vocab], in row order. */
 sm_status sm_model_forward(sm_model *m, const sm_row *rows, int n_rows, const sm_forward_opts *fo,
                            float *logits, sm_error *err);
+
+/* Whether forward accepts sm_forward_opts.sample (device "cuda"; the CPU reference samples in
+ * the caller from the logits it returns). */
+bool sm_model_samples_on_device(const sm_model *m);
 
 int sm_model_seq_length(const sm_model *m, int seq);
 /* Drop cached positions >= length (rollback). length may not exceed the current length. */

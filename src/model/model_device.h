@@ -23,6 +23,7 @@ typedef struct sm_model_device {
     const sm_model_config *(*cfg)(const sm_model_dev *m);
     const sm_tokenizer *(*tokenizer)(const sm_model_dev *m);
     const char *(*dir)(const sm_model_dev *m);
+    bool samples; /* forward takes sm_forward_opts.sample */
     /* Rows already checked by model.c (sm_model_check_rows); observer may be NULL. */
     sm_status (*forward)(sm_model_dev *m, const sm_row *rows, int n_rows, const sm_forward_opts *fo,
                          const sm_route_observer *observer, float *logits, sm_error *err);

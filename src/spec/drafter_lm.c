@@ -2,6 +2,7 @@
 #include "spec/drafter_lm.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 sm_status sm_lm_drafter_create(sm_model *model, bool owns_model, sm_lm_drafter **out, sm_error *err) {
     sm_lm_drafter *d;
@@ -13,6 +14,7 @@ sm_status sm_lm_drafter_create(sm_model *model, bool owns_model, sm_lm_drafter *
     d->model = model;
     d->owns_model = owns_model;
     d->vocab = sm_model_cfg(model)->vocab_size;
+    d->device_sampling = sm_model_samples_on_device(model);
     *out = d;
     return SM_OK;
 }
@@ -29,7 +31,11 @@ static sm_status reserve(sm_lm_drafter *d, int rows, int logit_rows, sm_error *e
         if (l) d->logits = l;
         int *m = l ? realloc(d->req_of_logit, (size_t)logit_rows * sizeof(int)) : NULL;
         if (m) d->req_of_logit = m;
-        if (!l || !m) return sm_fail(err, SM_ENOMEM, "drafter: out of memory for %d logits rows", logit_rows);
+        float *u = m ? realloc(d->uniforms, (size_t)logit_rows * sizeof(float)) : NULL;
+        if (u) d->uniforms = u;
+        int *t = u ? realloc(d->sampled, (size_t)logit_rows * sizeof(int)) : NULL;
+        if (t) d->sampled = t;
+        if (!t) return sm_fail(err, SM_ENOMEM, "drafter: out of memory for %d logits rows", logit_rows);
         d->logits_cap = logit_rows;
     }
     return SM_OK;
@@ -45,6 +51,30 @@ static void choose(sm_lm_drafter *d, const sm_spec_config *cfg, sm_draft_request
         r->tokens[j] = sm_argmax(logits, d->vocab);
     }
     r->n_proposed = j + 1;
+}
+
+/* choose() done by the model's device: the draws' uniforms go in (in the same order of the
+ * requests' generators), tokens and, when sampling, the q rows come back. */
+static sm_status propose_on_device(sm_lm_drafter *d, const sm_spec_config *cfg, sm_draft_request *reqs, int j, int nr,
+                                   int nl, sm_error *err) {
+    bool sampling = !sm_sampling_is_greedy(&cfg->sampling);
+    for (int l = 0; l < nl; l++) {
+        sm_draft_request *r = &reqs[d->req_of_logit[l]];
+        d->uniforms[l] = r->q ? sm_rng_uniform_f32(r->rng) : 0.0f;
+    }
+    sm_forward_sample sp = {.temperature = cfg->sampling.temperature, .top_p = cfg->sampling.top_p,
+                            .top_k = cfg->sampling.top_k, .uniforms = sampling ? d->uniforms : NULL,
+                            .tokens = d->sampled, .probs = sampling ? d->logits : NULL};
+    sm_forward_opts fo = d->fo;
+    fo.sample = &sp;
+    SM_TRY(sm_model_forward(d->model, d->rows, nr, &fo, NULL, err));
+    for (int l = 0; l < nl; l++) {
+        sm_draft_request *r = &reqs[d->req_of_logit[l]];
+        r->tokens[j] = d->sampled[l];
+        if (r->q) memcpy(r->q + (long)j * d->vocab, d->logits + (long)l * d->vocab, (size_t)d->vocab * sizeof(float));
+        r->n_proposed = j + 1;
+    }
+    return SM_OK;
 }
 
 sm_status sm_lm_drafter_propose(void *state, const sm_spec_config *cfg, sm_draft_request *reqs, int n, sm_error *err) {
@@ -83,6 +113,10 @@ sm_status sm_lm_drafter_propose(void *state, const sm_spec_config *cfg, sm_draft
             }
             d->req_of_logit[nl++] = i;
         }
+        if (d->device_sampling) {
+            SM_TRY(propose_on_device(d, cfg, reqs, j, nr, nl, err));
+            continue;
+        }
         SM_TRY(sm_model_forward(d->model, d->rows, nr, &d->fo, d->logits, err));
         for (int l = 0; l < nl; l++)
             choose(d, cfg, &reqs[d->req_of_logit[l]], j, d->logits + (long)l * d->vocab);
@@ -115,5 +149,7 @@ void sm_lm_drafter_destroy(void *state) {
     free(d->rows);
     free(d->logits);
     free(d->req_of_logit);
+    free(d->uniforms);
+    free(d->sampled);
     free(d);
 }

@@ -21,6 +21,9 @@ typedef struct sm_lm_drafter {
     float *logits;             /* [n][vocab] scratch */
     int logits_cap;            /* rows */
     int *req_of_logit;         /* which request each logits row belongs to */
+    bool device_sampling;      /* the model samples where its logits are (sm_model_samples_on_device) */
+    float *uniforms;           /* [logits_cap]: one draw per logits row, device sampling */
+    int *sampled;              /* [logits_cap]: the tokens it drew */
 } sm_lm_drafter;
 
 /* Takes ownership of model when owns_model (freed by destroy, also on failure). */

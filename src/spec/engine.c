@@ -65,6 +65,11 @@ static sm_status alloc_scratch(sm_spec_engine *e, sm_error *err) {
     SM_TRY(sm_calloc((void **)&e->draft_tokens, S * K, sizeof(int), "draft tokens", err));
     SM_TRY(sm_calloc((void **)&e->emitted, S * (K + 1), sizeof(int), "emitted tokens", err));
     SM_TRY(sm_calloc((void **)&e->probs, (K + 1) * (size_t)e->vocab, sizeof(float), "target probabilities", err));
+    e->device_sampling = sm_model_samples_on_device(e->target);
+    SM_TRY(sm_calloc((void **)&e->n_draft, S, sizeof(int), "verification scratch", err));
+    SM_TRY(sm_calloc((void **)&e->n_accepted, S, sizeof(int), "verification scratch", err));
+    SM_TRY(sm_calloc((void **)&e->next, S, sizeof(int), "verification scratch", err));
+    SM_TRY(sm_calloc((void **)&e->verify_uniforms, S * (K + 1), sizeof(float), "verification scratch", err));
     if (e->num_experts > 0) {
         SM_TRY(sm_calloc((void **)&e->touched_verify, L, sizeof(int), "expert counts", err));
         SM_TRY(sm_calloc((void **)&e->touched_single, L, sizeof(int), "expert counts", err));
@@ -142,7 +147,8 @@ void sm_spec_engine_free(sm_spec_engine *e) {
     if (e->drafter) e->drafter->destroy(e->drafter_state);
     free(e->self_layers); free(e->self_skip_layers);
     free(e->slots); free(e->step_seqs); free(e->seq_steps); free(e->spans); free(e->reqs); free(e->req_of_seq);
-    free(e->draft_tokens); free(e->emitted); free(e->q); free(e->probs); free(e->rows); free(e->row_info); free(e->logits);
+    free(e->draft_tokens); free(e->emitted); free(e->q); free(e->probs); free(e->n_draft); free(e->n_accepted); free(e->next);
+    free(e->verify_uniforms); free(e->rows); free(e->row_info); free(e->logits);
     free(e->touched_verify); free(e->touched_single); free(e->touched_verify_seq); free(e->touched_single_seq);
     free(e->expert_stamp);
     free(e);

@@ -31,6 +31,8 @@ uint64_t sm_rng_next(sm_rng *rng) {
 
 double sm_rng_uniform(sm_rng *rng) { return (double)(sm_rng_next(rng) >> 11) * 0x1.0p-53; }
 
+float sm_rng_uniform_f32(sm_rng *rng) { return (float)(sm_rng_next(rng) >> 40) * (1.0f / 16777216.0f); }
+
 int sm_argmax(const float *logits, int vocab) {
     int best = 0;
     for (int i = 1; i < vocab; i++)

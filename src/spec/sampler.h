@@ -20,6 +20,7 @@ typedef struct sm_rng {
 void sm_rng_seed(sm_rng *rng, uint64_t seed);
 uint64_t sm_rng_next(sm_rng *rng);
 double sm_rng_uniform(sm_rng *rng); /* [0, 1) with 53 random bits */
+float sm_rng_uniform_f32(sm_rng *rng); /* [0, 1) with 24 random bits (uniforms handed to a GPU) */
 
 static inline int sm_sampling_is_greedy(const sm_sampling *s) { return s->temperature <= 0.0f; }
 

@@ -53,6 +53,11 @@ struct sm_spec_engine {
     float *logits;
     int logits_cap;                    /* rows */
 
+    /* sampling and verification on the target's device (sm_model_samples_on_device) */
+    bool device_sampling;
+    int *n_draft, *n_accepted, *next;  /* [max_seqs] */
+    float *verify_uniforms;            /* [max_seqs][k+1] */
+
     /* experts touched (MoE targets) */
     int *touched_verify, *touched_single;         /* [num_layers] */
     int *touched_verify_seq, *touched_single_seq; /* [max_seqs][num_layers] */

@@ -92,7 +92,7 @@ static sm_status verify(sm_spec_engine *e, int n, sm_error *err) {
         n_rows += q->len - cached + n_proposed(e, i);
         n_logit_rows += 1 + n_proposed(e, i);
     }
-    SM_TRY(reserve(e, n_rows, n_logit_rows, err));
+    SM_TRY(reserve(e, n_rows, e->device_sampling ? 0 : n_logit_rows, err)); /* device sampling: no logits come back */
     int r = 0;
     for (int i = 0; i < n; i++) {
         spec_seq *q = e->step_seqs[i];
@@ -113,9 +113,31 @@ static sm_status verify(sm_spec_engine *e, int n, sm_error *err) {
         sp->row_end = r;
     }
     e->metrics.n_target_rows = n_rows;
+    sm_forward_sample sp;
+    sm_forward_opts fo = {0};
+    if (e->device_sampling) {
+        /* The acceptance test runs where the logits are: each sequence's uniforms are drawn
+         * here, in its own generator's order (one per draft, then the final draw). */
+        bool greedy = sm_sampling_is_greedy(&e->cfg.sampling);
+        int K = e->k;
+        for (int i = 0; i < n; i++) {
+            int np = n_proposed(e, i);
+            float *u = e->verify_uniforms + (long)i * (K + 1);
+            e->n_draft[i] = np;
+            for (int j = 0; j <= K; j++) u[j] = 0.0f;
+            if (greedy) continue;
+            for (int j = 0; j < np; j++) u[j] = sm_rng_uniform_f32(&e->step_seqs[i]->rng);
+            u[K] = sm_rng_uniform_f32(&e->step_seqs[i]->rng);
+        }
+        sp = (sm_forward_sample){.temperature = e->cfg.sampling.temperature, .top_p = e->cfg.sampling.top_p,
+                                 .top_k = e->cfg.sampling.top_k, .n_verify = n, .k_max = K, .n_draft = e->n_draft,
+                                 .drafts = K ? e->draft_tokens : NULL, .q = greedy || !e->drafter ? NULL : e->q,
+                                 .verify_uniforms = e->verify_uniforms, .n_accepted = e->n_accepted, .next = e->next};
+        fo.sample = &sp;
+    }
     sm_spec_experts_reset(e, n);
     e->counting = true;
-    sm_status s = sm_model_forward(e->target, e->rows, n_rows, NULL, e->logits, err);
+    sm_status s = sm_model_forward(e->target, e->rows, n_rows, fo.sample ? &fo : NULL, fo.sample ? NULL : e->logits, err);
     e->counting = false;
     return s;
 }
@@ -125,7 +147,13 @@ static sm_status accept(sm_spec_engine *e, int i, const float *logits, bool gree
     spec_seq *q = e->step_seqs[i];
     int V = e->vocab, K = e->k, np = n_proposed(e, i), n_acc = 0, next;
     const int *d = e->draft_tokens + (long)i * K;
-    if (np == 0) { /* plain decode (or the prefill's first token) */
+    if (e->device_sampling) { /* decided on the device by verify() */
+        n_acc = e->n_accepted[i];
+        next = e->next[i];
+        if (n_acc < 0 || n_acc > np || next < 0 || next >= V)
+            return sm_fail(err, SM_EINVAL, "spec step: device verification of sequence %lld gave %d accepted of %d, next %d",
+                           (long long)q->id, n_acc, np, next);
+    } else if (np == 0) { /* plain decode (or the prefill's first token) */
         if (greedy) {
             next = sm_argmax(logits, V);
         } else {
@@ -213,7 +241,7 @@ sm_status sm_spec_step(sm_spec_engine *e, const sm_spec_step_metrics **metrics, 
 
     long lrow = 0;
     for (int i = 0; i < n; i++) {
-        SM_TRY(accept(e, i, e->logits + lrow * e->vocab, greedy, err));
+        SM_TRY(accept(e, i, e->device_sampling ? NULL : e->logits + lrow * e->vocab, greedy, err));
         lrow += 1 + n_proposed(e, i);
     }
     m->t_end_ns = sm_spec_now_ns();

@@ -6,6 +6,7 @@
  *  - sampled speculative decoding keeps the target's distribution on a real (fixture) model:
  *    the 2nd and 3rd output tokens, whose drafts a different model proposed, pass a chi-square
  *    test against the exact target probabilities obtained by enumerating the forward. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "model/model.h"
@@ -249,14 +250,25 @@ static void test_distribution(sm_model *target, sm_model *draft, sm_model *ref, 
     sm_spec_engine_free(e);
 }
 
-int main(void) {
+/* argv[1]: the device of target, draft and reference ("cpu" by default; "cuda" is the GPU test
+ * test_gpu_spec_engine, where sampling and the acceptance test run on the device). Without a
+ * usable GPU that run is skipped (exit 77) unless SPECMOE_REQUIRE_GPU=1. */
+int main(int argc, char **argv) {
     sm_error err = {0};
-    sm_model_opts opts = {.n_threads = 1, .max_seqs = 8, .max_context = 64};
+    const char *device = argc > 1 ? argv[1] : "cpu";
+    sm_model_opts opts = {.n_threads = 1, .max_seqs = 8, .max_context = 64, .device = device};
     sm_model *target = NULL, *draft = NULL, *ref = NULL;
-    CHECK_OK(sm_model_load(CKPT "qwen3_moe_hub", &opts, &target, &err), &err);
+    if (strcmp(device, "cpu") && sm_model_load(CKPT "qwen3_moe_hub", &opts, &target, &err)) {
+        const char *req = getenv("SPECMOE_REQUIRE_GPU");
+        fprintf(stderr, "test_spec_engine on %s: %s: %s\n", device, req && req[0] == '1' ? "FAIL" : "SKIPPED", err.msg);
+        return req && req[0] == '1' ? 1 : 77;
+    }
+    if (!target) CHECK_OK(sm_model_load(CKPT "qwen3_moe_hub", &opts, &target, &err), &err);
     CHECK_OK(sm_model_load(CKPT "mixtral_hub", &opts, &draft, &err), &err);
     if (!target || !draft) { TEST_MAIN_END }
-    CHECK_OK(sm_model_fork(target, &(sm_model_opts){.n_threads = 1, .max_seqs = 1, .max_context = 64}, &ref, &err), &err);
+    CHECK_OK(sm_model_fork(target, &(sm_model_opts){.n_threads = 1, .max_seqs = 1, .max_context = 64, .device = device},
+                           &ref, &err), &err);
+    printf("test_spec_engine on %s (sampling %s)\n", device, sm_model_samples_on_device(target) ? "on the device" : "on the host");
     test_errors(target, draft);
     test_metrics(target, draft);
     test_distribution(target, draft, ref, (sm_sampling){.temperature = 1.0f, .top_p = 1.0f}, "model");
