@@ -84,40 +84,80 @@ __device__ float block_sum(float v, float *shared32) {
     return t;
 }
 
-/* One block per row, as many threads as sm_cuda_rmsnorm_f32 gives the row: every thread sums the
- * squares of the same elements in the same order as rmsnorm_kernel. */
+/* One block per row, as many threads as sm_cuda_rmsnorm_f32 gives the row. The combine (whose
+ * per-element sum does not depend on which thread does it) runs on 16-byte loads, 8 columns a
+ * thread, and leaves the new row in shared memory; the sum of squares then walks the row with
+ * rmsnorm_kernel's thread-to-element map, so its order and result are the same.
+ * row_smem: hidden floats in shared memory (else the row is re-read from x). */
 __global__ void combine_rmsnorm_kernel(const __nv_bfloat16 *__restrict__ ys, int stride,
                                        const int *__restrict__ sorted_pos, int top_k, float *x, int hidden,
-                                       const __nv_bfloat16 *__restrict__ w, float eps, __nv_bfloat16 *out) {
+                                       const __nv_bfloat16 *__restrict__ w, float eps, __nv_bfloat16 *out, bool vec,
+                                       bool row_smem) {
+    extern __shared__ __align__(16) float comb_smem[]; /* [top_k] slot positions, then [hidden] the new row */
     __shared__ float red[32];
     const int r = blockIdx.x;
+    int *slot = reinterpret_cast<int *>(comb_smem);
+    float *row = comb_smem + (top_k + 3) / 4 * 4; /* 16-byte aligned */
     float *xr = x + (size_t)r * hidden;
-    const int *pr = sorted_pos + (size_t)r * top_k;
-    float ss = 0;
-    for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
-        float s = 0;
-#pragma unroll 8
-        for (int j = 0; j < top_k; j++) s += bf(ys[(size_t)pr[j] * stride + i]);
-        const float xn = xr[i] + s;
-        xr[i] = xn;
-        ss += xn * xn;
+    for (int j = threadIdx.x; j < top_k; j += blockDim.x) slot[j] = sorted_pos[(size_t)r * top_k + j];
+    __syncthreads();
+    if (vec) {
+        for (int c = threadIdx.x; c < hidden / 8; c += blockDim.x) {
+            float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (int j = 0; j < top_k; j++) {
+                float f[8];
+                sm_unpack8(reinterpret_cast<const uint4 *>(ys + (size_t)slot[j] * stride)[c], f);
+#pragma unroll
+                for (int q = 0; q < 8; q++) s[q] += f[q];
+            }
+            float4 *x4 = reinterpret_cast<float4 *>(xr) + 2 * c;
+            float4 lo = x4[0], hi = x4[1];
+            lo.x += s[0]; lo.y += s[1]; lo.z += s[2]; lo.w += s[3];
+            hi.x += s[4]; hi.y += s[5]; hi.z += s[6]; hi.w += s[7];
+            x4[0] = lo;
+            x4[1] = hi;
+            if (row_smem) {
+                reinterpret_cast<float4 *>(row)[2 * c] = lo;
+                reinterpret_cast<float4 *>(row)[2 * c + 1] = hi;
+            }
+        }
+    } else {
+        for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
+            float s = 0;
+            for (int j = 0; j < top_k; j++) s += bf(ys[(size_t)slot[j] * stride + i]);
+            const float xn = xr[i] + s;
+            xr[i] = xn;
+            if (row_smem) row[i] = xn;
+        }
     }
     if (!w) return;
+    __syncthreads(); /* the row (shared or global) was written by other threads */
+    const float *src = row_smem ? row : xr;
+    float ss = 0;
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) ss += src[i] * src[i];
     ss = block_sum(ss, red);
     const float scale = 1.0f / sqrtf(ss / (float)hidden + eps);
     for (int i = threadIdx.x; i < hidden; i += blockDim.x)
-        out[(size_t)r * hidden + i] = __float2bfloat16_rn((xr[i] * scale) * bf(w[i]));
+        out[(size_t)r * hidden + i] = __float2bfloat16_rn((src[i] * scale) * bf(w[i]));
 }
 
 /* ---- MoE routing: top-k + permutation + gather --------------------------------------------- */
 
-/* A total order key for the selection: larger logit first. -0 and +0 get one key (router_topk
- * compares them equal, then by id); NaN the lowest key. */
+/* A key whose unsigned order is the logits' order: -0 and +0 get one key (router_topk compares
+ * them equal, then by id); NaN gets 1, below every number (whose keys are >= 0x007fffff); 0 is
+ * left for "no candidate" (taken, or past the last expert). */
 __device__ __forceinline__ unsigned order_key(float f) {
-    if (isnan(f)) return 0u;
+    if (isnan(f)) return 1u;
     if (f == 0.0f) f = 0.0f;
     const unsigned u = __float_as_uint(f);
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+/* The logit a key came from (exact for numbers; -0 comes back as +0, which gives the same
+ * exp(l - max)). */
+__device__ __forceinline__ float key_value(unsigned key) {
+    if (key == 1u) return __int_as_float(0x7fffffff);
+    return __uint_as_float((key & 0x80000000u) ? (key & 0x7fffffffu) : ~key);
 }
 
 __device__ __forceinline__ int expert_count(const unsigned long long *m, int words) {
@@ -133,8 +173,8 @@ __device__ __forceinline__ int expert_count(const unsigned long long *m, int wor
  *   ids[n], wts[n]: the top-k as router_topk writes them; spos[n]: each assignment's sorted position;
  *   off[E+1]: expert offsets.
  * V = logits each lane holds in registers (E <= 32 V). The top-k of a row is k rounds of a warp
- * arg-max over registers (two redux instructions a round), where router_topk re-reads the row from
- * memory and reduces with ten shuffles every round — its 7 µs at one row. */
+ * arg-max over keys in registers, about 30 instructions a round, where router_topk re-reads the
+ * row from memory, reduces with ten shuffles and computes a softmax weight every round. */
 template <int V>
 __global__ void __launch_bounds__(1024)
     moe_route_kernel(const float *__restrict__ logits, int rows, int E, int k, bool renormalize,
@@ -149,6 +189,17 @@ __global__ void __launch_bounds__(1024)
     int *spos = (int *)(wts + n);
     int *off = spos + n;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    /* This block gathers assignments a0..a1. Which row of h each one copies (a / k) is known before
+     * the routing, only where it goes is not: the first slice of the copy is loaded now, so its
+     * latency hides behind the top-k. */
+    const int share = (n + gridDim.x - 1) / gridDim.x, a0 = blockIdx.x * share, a1 = min(n, a0 + share);
+    const int hv = hidden / 8, sv = stride / 8;
+    const long vec_total = vec && a1 > a0 ? (long)(a1 - a0) * sv : 0;
+    uint4 first = make_uint4(0u, 0u, 0u, 0u);
+    if (threadIdx.x < vec_total) {
+        const int a = a0 + (int)(threadIdx.x / sv), c = (int)(threadIdx.x % sv);
+        if (c < hv) first = reinterpret_cast<const uint4 *>(h + (size_t)(a / k) * hidden)[c];
+    }
     for (int i = threadIdx.x; i < E * W; i += blockDim.x) rows_of[i] = 0ull;
     __syncthreads();
 
@@ -170,36 +221,44 @@ __global__ void __launch_bounds__(1024)
             if (lane + 32 * i < E) sum += expf(v[i] - mx);
         sum = sm_warp_sum(sum);
 
-        unsigned taken = 0;
-        float picked_sum = 0.0f;
-        for (int j = 0; j < k; j++) {
-            unsigned best_key = 0;
-            int best = -1;
-            float best_v = 0.0f;
+        /* Round j picks the largest key (lowest id among equal keys): a lane's best over its
+         * registers, then two redux instructions, the first for the key, the second for the id
+         * (as ~id, so the max is the lowest id). Lane j % 32 keeps round j's winner; the weights
+         * of a chunk of 32 rounds are computed after it, in parallel, and summed in round order,
+         * so picked_sum adds the same values in the same order as router_topk. */
+        unsigned key[V];
 #pragma unroll
-            for (int i = 0; i < V; i++) { /* ascending id: '>' keeps the lower id on ties */
-                const int e = lane + 32 * i;
-                if (e < E && !((taken >> i) & 1u)) {
-                    const unsigned key = order_key(v[i]);
-                    if (best < 0 || key > best_key) {
-                        best_key = key;
-                        best = e;
-                        best_v = v[i];
-                    }
+        for (int i = 0; i < V; i++) key[i] = lane + 32 * i < E ? order_key(v[i]) : 0u;
+        float picked_sum = 0.0f, my_v = 0.0f;
+        int my_id = 0;
+        for (int j = 0; j < k; j++) {
+            unsigned best_key = 0u, best_inv_id = 0u;
+#pragma unroll
+            for (int i = 0; i < V; i++) /* ascending id: '>' keeps the lower id on ties */
+                if (key[i] > best_key) {
+                    best_key = key[i];
+                    best_inv_id = ~(unsigned)(lane + 32 * i);
                 }
-            }
             const unsigned top = __reduce_max_sync(FULL_MASK, best_key);
-            const unsigned win = __reduce_min_sync(FULL_MASK, best >= 0 && best_key == top ? (unsigned)best : FULL_MASK);
-            const float wv = __shfl_sync(FULL_MASK, best_v, (int)(win & 31u));
-            const float wgt = expf(wv - mx) / sum;
-            picked_sum += wgt;
-            if ((int)(win & 31u) == lane) {
-                taken |= 1u << (win >> 5);
-                atomicOr(&rows_of[(size_t)win * W + (r >> 6)], 1ull << (r & 63));
+            const int win = (int)~__reduce_max_sync(FULL_MASK, best_key == top ? best_inv_id : 0u);
+            if ((win & 31) == lane) {
+#pragma unroll
+                for (int i = 0; i < V; i++)
+                    if (i == (win >> 5)) key[i] = 0u;
             }
-            if (lane == 0) {
-                ids[r * k + j] = (int)win;
-                wts[r * k + j] = wgt;
+            if ((j & 31) == lane) {
+                my_id = win;
+                my_v = key_value(top);
+            }
+            if ((j & 31) == 31 || j == k - 1) {
+                const int base = j & ~31, count = j - base + 1;
+                const float wgt = lane < count ? expf(my_v - mx) / sum : 0.0f;
+                for (int q = 0; q < count; q++) picked_sum += __shfl_sync(FULL_MASK, wgt, q);
+                if (lane < count) {
+                    ids[r * k + base + lane] = my_id;
+                    wts[r * k + base + lane] = wgt;
+                    atomicOr(&rows_of[(size_t)my_id * W + (r >> 6)], 1ull << (r & 63));
+                }
             }
         }
         if (renormalize) {
@@ -246,16 +305,14 @@ __global__ void __launch_bounds__(1024)
         for (int e = threadIdx.x; e <= E; e += blockDim.x) offsets[e] = off[e];
     __syncthreads();
 
-    /* this block's share of the gather: assignments a0..a1, each row of xs at its sorted position */
-    const int share = (n + gridDim.x - 1) / gridDim.x, a0 = blockIdx.x * share, a1 = min(n, a0 + share);
+    /* this block's share of the gather: each row of xs at its sorted position */
     if (a0 >= a1) return;
     if (vec) {
-        const int hv = hidden / 8, sv = stride / 8;
-        const long total = (long)(a1 - a0) * sv;
-        for (long t = threadIdx.x; t < total; t += blockDim.x) {
+        for (long t = threadIdx.x; t < vec_total; t += blockDim.x) {
             const int a = a0 + (int)(t / sv), c = (int)(t % sv);
-            const uint4 val = c < hv ? reinterpret_cast<const uint4 *>(h + (size_t)(a / k) * hidden)[c]
-                                     : make_uint4(0u, 0u, 0u, 0u);
+            const uint4 val = t == threadIdx.x ? first
+                              : c < hv         ? reinterpret_cast<const uint4 *>(h + (size_t)(a / k) * hidden)[c]
+                                               : make_uint4(0u, 0u, 0u, 0u);
             reinterpret_cast<uint4 *>(xs + (size_t)spos[a] * stride)[c] = val;
         }
     } else {
@@ -352,7 +409,12 @@ extern "C" sm_status sm_cuda_moe_combine_rmsnorm(cudaStream_t stream, const sm_b
     NEED(ys && sorted_pos && x, "moe_combine_rmsnorm: NULL device pointer");
     /* the thread count of sm_cuda_rmsnorm_f32: it fixes the order of the sum of squares */
     const int threads = hidden >= 1024 ? 1024 : (hidden + 31) / 32 * 32;
-    combine_rmsnorm_kernel<<<rows, threads, 0, stream>>>((cbf)ys, stride, sorted_pos, top_k, x, hidden, (cbf)weight,
-                                                         eps, (__nv_bfloat16 *)out_bf16);
+    const bool vec = hidden % 8 == 0 && stride % 8 == 0 && (uintptr_t)ys % 16 == 0 && (uintptr_t)x % 16 == 0;
+    const size_t slots = (size_t)(top_k + 3) / 4 * 4 * sizeof(int), row_bytes = (size_t)hidden * sizeof(float);
+    NEED(slots <= 16384, "moe_combine_rmsnorm: top_k %d too large", top_k);
+    /* within the 48 KiB a block gets without opting in, beside the kernel's static 128 bytes */
+    const bool row_smem = weight && slots + row_bytes <= 48 * 1024 - 256;
+    combine_rmsnorm_kernel<<<rows, threads, slots + (row_smem ? row_bytes : 0), stream>>>(
+        (cbf)ys, stride, sorted_pos, top_k, x, hidden, (cbf)weight, eps, (__nv_bfloat16 *)out_bf16, vec, row_smem);
     return sm_kernel_launched("moe_combine_rmsnorm", err);
 }

@@ -45,8 +45,9 @@ sm_status sm_cuda_qk_norm_rope_kv(cudaStream_t stream, float *qkv, int stride, i
  * NaN logits rank below every number (router_topk's ids are unspecified there).
  * Every block of the grid computes the (cheap) routing itself, block 0 writes it, and each block
  * gathers its share of xs: no inter-block synchronisation. Limits: rows <= SM_MOE_ROUTE_MAX_ROWS,
- * num_experts <= SM_MOE_ROUTE_MAX_EXPERTS, rows*top_k <= SM_MOE_ROUTE_MAX_ASSIGN; fastest for
- * rows <= 64 and num_experts <= 128 (the decode and verify regime). */
+ * num_experts <= SM_MOE_ROUTE_MAX_EXPERTS, rows*top_k <= SM_MOE_ROUTE_MAX_ASSIGN. Made for decode
+ * and small verify batches: each warp of a block routes rows/32 rows one after the other, so from
+ * some tens of rows the chain can be faster — test_gpu_fused_ops prints both timings. */
 sm_status sm_cuda_moe_route(cudaStream_t stream, const float *logits, int rows, int num_experts, int top_k,
                             bool renormalize, const sm_bf16_bits *h, int hidden, int stride, int *expert_ids,
                             float *weights, int *expert_offsets, int *sorted_src, int *sorted_pos,
