@@ -25,8 +25,9 @@ def main():
     for r in csv.DictReader(lines):
         if r.get("Metric Name") != "gpu__time_duration.sum":
             continue
-        # demangled names: "void (anonymous namespace)::rmsnorm_kernel<256>(const float *, ...)"
-        name = re.sub(r"^void |\(anonymous namespace\)::", "", r["Kernel Name"])
+        # demangled names: "void (anonymous namespace)::rmsnorm_kernel<256>(const float *, ...)",
+        # or "<unnamed>::fill_kernel(...)" as ncu writes them
+        name = re.sub(r"^void |\(anonymous namespace\)::|<unnamed>::", "", r["Kernel Name"])
         name = re.split(r"[(<]", name)[0].strip()
         if name.startswith(a.skip_prefix):
             continue

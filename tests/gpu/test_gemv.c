@@ -21,7 +21,7 @@ static void cpu_xwt(const float *x, const float *w, const float *y0, float beta,
 static void test_shapes(void) {
     uint64_t seed = 5;
     const int shapes[][3] = {{1, 5120, 2048}, {1, 2048, 4096}, {2, 128, 2048}, {3, 77, 264}, {4, 1, 8},
-                             {5, 300, 776}, {8, 1000, 2048}, {7, 13, 4096}, {8, 64, 3072}};
+                             {5, 300, 776}, {8, 1000, 2048}, {7, 13, 3072}, {4, 9, 6144}, {8, 64, 3072}};
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         int rows = shapes[t][0], n = shapes[t][1], k = shapes[t][2];
         size_t ny = (size_t)rows * n;
@@ -63,6 +63,7 @@ static void test_refusals(void) {
     CHECK(sm_cuda_gemv_xwt(0, (void *)d, (void *)d, d, true, 0, 9, 8, 8, &err) == SM_EINVAL, "rows 9 accepted");
     CHECK(strstr(err.msg, "rows 9") != NULL, "message names the rows: %s", err.msg);
     CHECK(sm_cuda_gemv_xwt(0, (void *)d, (void *)d, d, true, 0, 1, 8, 12, &err) == SM_EINVAL, "k 12 accepted");
+    CHECK(!sm_cuda_gemv_fits(7, 8, 4096, d, d) && sm_cuda_gemv_fits(6, 8, 4096, d, d), "x rows beyond 48 KiB of shared memory");
     CHECK(sm_cuda_gemv_xwt(0, (void *)d, (void *)(d + 2), d, true, 0, 1, 8, 8, &err) == SM_EINVAL, "misaligned w accepted");
     CHECK(sm_cuda_gemv_xwt(0, (void *)d, (void *)d, d, false, 1.0f, 1, 8, 8, &err) == SM_EINVAL, "beta with bf16 y accepted");
     cudaFree(d);
