@@ -16,17 +16,23 @@ Modes (--modes, comma separated; default all three):
   static-compile-<impl>     StaticCache, the one-token decode forward under torch.compile
                             (--compile-mode, default reduce-overhead = inductor + CUDA graphs: decode is
                             launch-bound, and this is also the mode generate() picks for a static cache),
-                            fullgraph, one specialised graph per batch size; <impl> is the transformers
+                            fullgraph; --dynamic auto (default, what generate() does) compiles batch 1 and
+                            then one dynamic-batch graph that later batch sizes reuse with a fresh CUDA-graph
+                            capture, --dynamic false compiles per batch size. <impl> is the transformers
                             experts implementation: batched_mm or grouped_mm (eager also accepted).
   dynamic-<impl>            like generate-eager with a named experts implementation.
 The experts implementation is switched with model.set_experts_implementation(impl) (transformers 5:
 config._experts_implementation, read by the @use_experts_implementation forward on every call), and
 each mode first checks with one eager forward that the named function really runs in every MoE layer.
 A mode or batch that fails prints the error (OOM is reported as such) and the rest still run;
---max-seconds skips whatever is left once exceeded. Compile time (first decode step) is reported apart.
+--max-seconds skips a mode/batch that would likely end past it (default 540 s, to finish inside a 10-minute
+job). The first decode step (compile and/or CUDA-graph capture) is reported apart as compile_s.
+Compiling the 48-layer model takes minutes, so give each compiled mode its own run:
 
-    python3 bench/peer_hf_decode.py                              # 48 layers, batches 1,4,16,64, all modes
-    python3 bench/peer_hf_decode.py --batch 1,2,4,8,16,32,64 --json
+    python3 bench/peer_hf_decode.py --modes generate-eager --json
+    python3 bench/peer_hf_decode.py --modes static-compile-grouped_mm --json
+    python3 bench/peer_hf_decode.py --modes static-compile-batched_mm --json
+    python3 bench/peer_hf_decode.py --layers 4 --steps 10                  # every mode, quick, shallow
     python3 bench/peer_hf_decode.py --device cpu --tiny --layers 2 --batch 1,2 --steps 3   # code-path check
 """
 import argparse
@@ -58,11 +64,11 @@ def log(a, msg):
 
 def build_config(a):
     cfg = dict(PRESETS[a.preset])
+    if a.tiny:
+        cfg.update(TINY)
     if a.config:
         with open(a.config) as f:
             cfg.update(json.load(f))
-    if a.tiny:
-        cfg.update(TINY)
     if a.layers:
         cfg["num_hidden_layers"] = a.layers
     return cfg
@@ -104,7 +110,12 @@ def main():
     ap.add_argument("--compile-mode", default="reduce-overhead",
                     help="torch.compile mode: reduce-overhead (default), max-autotune, default, max-autotune-no-cudagraphs")
     ap.add_argument("--no-fullgraph", action="store_true", help="allow graph breaks in the compiled decode step")
-    ap.add_argument("--max-seconds", type=float, default=1800, help="skip the remaining modes/batches once exceeded")
+    ap.add_argument("--dynamic", choices=("auto", "false"), default="auto",
+                    help="auto (default, as generate() compiles): torch's automatic dynamic shapes, so the batch sizes "
+                         "after the first two reuse one graph and cost only a CUDA-graph capture; false: one graph "
+                         "specialised per batch size (a full compile each)")
+    ap.add_argument("--max-seconds", type=float, default=540,
+                    help="skip a mode/batch that would likely end past this many seconds from the start (default 540)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--seed", type=int, default=0)
@@ -120,6 +131,7 @@ def main():
     import torch
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, StaticCache
+    from torch._dynamo.utils import counters
     from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
 
     t_start = time.perf_counter()
@@ -128,6 +140,7 @@ def main():
         print("peer_hf_decode: no CUDA device (try --device cpu --tiny)", file=sys.stderr)
         return 1
     dtype = getattr(torch, a.dtype)
+    dynamic = None if a.dynamic == "auto" else False
     cuda = dev.type == "cuda"
     dev_name = torch.cuda.get_device_name(dev) if cuda else "cpu"
 
@@ -161,7 +174,7 @@ def main():
            f"random weights ({a.dtype}), on {dev_name}; torch {torch.__version__}, transformers {transformers.__version__}")
     log(a, f"# init {t_init:.1f} s; default experts implementation {default_impl}; attention {model.config._attn_implementation}; "
            f"prompt {a.prompt} tokens per sequence; median of {a.steps} steps after {a.warmup} warm-up; "
-           f"compile mode {a.compile_mode}{'' if a.no_fullgraph else ', fullgraph'}")
+           f"compile mode {a.compile_mode}{'' if a.no_fullgraph else ', fullgraph'}, dynamic {a.dynamic}")
     if cuda:
         log(a, f"# GPU memory after init {torch.cuda.memory_allocated(dev) / 2**30:.1f} GiB")
 
@@ -194,9 +207,14 @@ def main():
             raise RuntimeError(f"experts dispatch check: {name} ran {calls[0]} times, expected {n_moe}")
         return f"{fn.__name__} x{calls[0]}"
 
+    def make_compiled():
+        return torch.compile(model, mode=None if a.compile_mode == "default" else a.compile_mode,
+                             fullgraph=not a.no_fullgraph, dynamic=dynamic)
+
     log(a, f"{'mode':<28} {'batch':>5} {'ms/step':>10} {'tokens/s':>12}")
     results = []
     deadline = t_start + a.max_seconds
+    longest = {"dynamic": 0.0, "static-compile": 0.0}  # longest (mode, batch) so far, to keep clear of the deadline
     for mode in modes:
         kind, impl = parse_mode(mode)
         compiled = None
@@ -215,21 +233,22 @@ def main():
             torch._dynamo.reset()
             # one graph per batch size (and per StaticCache object): stay clear of the recompile limit
             torch._dynamo.config.recompile_limit = max(64, torch._dynamo.config.recompile_limit)
-            compiled = torch.compile(model, mode=None if a.compile_mode == "default" else a.compile_mode,
-                                     fullgraph=not a.no_fullgraph, dynamic=False)
+            compiled = make_compiled()
         warmup = max(a.warmup, 3) if kind == "static-compile" else a.warmup
         for B in batches:
             r = {"mode": mode, "experts_implementation": model.config._experts_implementation, "batch": B}
             results.append(r)
-            if time.perf_counter() > deadline:
+            if time.perf_counter() + longest[kind] > deadline:
                 r["status"] = "skipped (--max-seconds)"
                 log(a, f"{mode:<28} {B:>5}  skipped (--max-seconds)")
                 continue
             cache = None
+            t_batch = time.perf_counter()
             try:
                 n = warmup + a.steps
                 if cuda:
                     torch.cuda.reset_peak_memory_stats(dev)
+                skips0 = counters["inductor"]["cudagraph_skips"]
                 ids, pos = step_inputs(B, n)
                 with torch.inference_mode():
                     if kind == "static-compile":
@@ -257,7 +276,12 @@ def main():
                 extra = ""
                 if kind == "static-compile":
                     r["compile_s"] = round(times[0], 1)
-                    extra += f"   compile {times[0]:.1f} s"
+                    extra += f"   first step (compile) {times[0]:.1f} s"
+                    if cuda and a.compile_mode in ("reduce-overhead", "max-autotune"):
+                        # inductor falls back to plain launches (and says why on stderr) when a graph cannot be captured
+                        skips = counters["inductor"]["cudagraph_skips"] - skips0
+                        r["cudagraph_skips"] = skips
+                        extra += f"   cudagraph skips {skips}" if skips else ""
                 if cuda:
                     r["peak_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 1)
                     extra += f"   peak {r['peak_gib']:.1f} GiB"
@@ -268,12 +292,12 @@ def main():
                 r["status"] = "OOM" if oom else f"error: {type(e).__name__}: {e}"[:300]
                 log(a, f"{mode:<28} {B:>5}  {r['status']}")
             finally:
+                longest[kind] = max(longest[kind], time.perf_counter() - t_batch)
                 del cache
                 if r.get("status") != "ok" and compiled is not None:
                     # a failed capture can leave the CUDA-graph pool half built: start clean for the next batch
                     torch._dynamo.reset()
-                    compiled = torch.compile(model, mode=None if a.compile_mode == "default" else a.compile_mode,
-                                             fullgraph=not a.no_fullgraph, dynamic=False)
+                    compiled = make_compiled()
                 free()
         if compiled is not None:
             del compiled
@@ -290,7 +314,7 @@ def main():
         print(json.dumps({"bench": "decode", "peer": "transformers", "shape": label, "layers": L,
                           "params": total_p, "active_params": active_p, "dtype": a.dtype, "device": dev_name,
                           "torch": torch.__version__, "transformers": transformers.__version__,
-                          "prompt": a.prompt, "steps": a.steps, "warmup": a.warmup, "compile_mode": a.compile_mode,
+                          "prompt": a.prompt, "steps": a.steps, "warmup": a.warmup, "compile_mode": a.compile_mode, "dynamic": a.dynamic,
                           "fullgraph": not a.no_fullgraph, "default_experts_implementation": default_impl,
                           "init_s": round(t_init, 1), "results": results, "hf_best": best}))
     else:
@@ -298,7 +322,7 @@ def main():
         for b in best:
             print(f"{'hf-best':<8} {b['batch']:>5} {b['ms']:>10.3f} {b['tokens_per_s']:>12.1f}  {b['mode']}")
         print(f"# total {time.perf_counter() - t_start:.0f} s")
-    del model
+    model = None  # the closures above share this cell: dropping it frees the weights
     free()
     return 0
 
