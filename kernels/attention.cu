@@ -26,6 +26,8 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
     attention_kernel(const float *__restrict__ q, int q_stride, const __nv_bfloat16 *__restrict__ kc,
                      const __nv_bfloat16 *__restrict__ vc, const int *__restrict__ seq, const int *__restrict__ pos,
                      __nv_bfloat16 *__restrict__ out, int heads, int kv_heads, int hd, int max_context, float scale) {
+    sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
+    sm_pdl_wait();
     __shared__ float s_m[ATTN_WARPS], s_l[ATTN_WARPS];
     __shared__ float s_acc[ATTN_WARPS][NPER * 32];
     const int r = blockIdx.x / heads, h = blockIdx.x % heads, g = h / (heads / kv_heads);
@@ -110,8 +112,8 @@ extern "C" sm_status sm_cuda_attention(cudaStream_t stream, const float *q, int 
     const __nv_bfloat16 *kc = (const __nv_bfloat16 *)k_cache, *vc = (const __nv_bfloat16 *)v_cache;
     __nv_bfloat16 *o = (__nv_bfloat16 *)out;
 #define SM_ATTN_LAUNCH(N) \
-    attention_kernel<N><<<grid, ATTN_WARPS * 32, 0, stream>>>(q, q_stride, kc, vc, seq, pos, o, heads, kv_heads, \
-                                                              head_dim, max_context, scale)
+    sm_launch_pdl(attention_kernel<N>, grid, ATTN_WARPS * 32, 0, stream, q, q_stride, kc, vc, seq, pos, o, heads, \
+                  kv_heads, head_dim, max_context, scale)
     if (head_dim <= 32) SM_ATTN_LAUNCH(1);
     else if (head_dim <= 64) SM_ATTN_LAUNCH(2);
     else if (head_dim <= 128) SM_ATTN_LAUNCH(4);

@@ -24,6 +24,8 @@ __global__ void __launch_bounds__(QKR_WARPS * 32)
     qk_norm_rope_kv_kernel(float *qkv, int stride, int heads, int kvh, int hd, const __nv_bfloat16 *__restrict__ qw,
                            const __nv_bfloat16 *__restrict__ kw, float eps, const int *__restrict__ pos, float theta,
                            const int *__restrict__ seq, __nv_bfloat16 *kc, __nv_bfloat16 *vc, int max_context) {
+    sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
+    sm_pdl_wait();
     __shared__ float buf[QKR_WARPS][QKR_MAX_HD];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int slice = blockIdx.x * QKR_WARPS + warp, r = blockIdx.y;
@@ -93,6 +95,8 @@ __global__ void combine_rmsnorm_kernel(const __nv_bfloat16 *__restrict__ ys, int
                                        const int *__restrict__ sorted_pos, int top_k, float *x, int hidden,
                                        const __nv_bfloat16 *__restrict__ w, float eps, __nv_bfloat16 *out, bool vec,
                                        bool row_smem) {
+    sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
+    sm_pdl_wait();
     extern __shared__ __align__(16) float comb_smem[]; /* [top_k] slot positions, then [hidden] the new row */
     __shared__ float red[32];
     const int r = blockIdx.x;
@@ -181,6 +185,8 @@ __global__ void __launch_bounds__(1024)
                      const __nv_bfloat16 *__restrict__ h, int hidden, int stride, bool vec, int *expert_ids,
                      float *weights, int *offsets, int *sorted_src, int *sorted_pos, float *sorted_w,
                      __nv_bfloat16 *xs) {
+    sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
+    sm_pdl_wait();
     extern __shared__ unsigned long long route_smem[];
     const int W = (rows + 63) / 64, n = rows * k;
     unsigned long long *rows_of = route_smem;
@@ -356,10 +362,9 @@ extern "C" sm_status sm_cuda_qk_norm_rope_kv(cudaStream_t stream, float *qkv, in
     if (!rows) return SM_OK;
     NEED(qkv && pos && seq && k_cache && v_cache, "qk_norm_rope_kv: NULL device pointer");
     const dim3 grid((unsigned)((heads + 2 * kv_heads + QKR_WARPS - 1) / QKR_WARPS), (unsigned)rows);
-    qk_norm_rope_kv_kernel<<<grid, QKR_WARPS * 32, 0, stream>>>(qkv, stride, heads, kv_heads, head_dim, (cbf)q_norm,
-                                                               (cbf)k_norm, eps, pos, theta, seq,
-                                                               (__nv_bfloat16 *)k_cache, (__nv_bfloat16 *)v_cache,
-                                                               max_context);
+    sm_launch_pdl(qk_norm_rope_kv_kernel, grid, QKR_WARPS * 32, 0, stream, qkv, stride, heads, kv_heads, head_dim,
+                  (cbf)q_norm, (cbf)k_norm, eps, pos, theta, seq, (__nv_bfloat16 *)k_cache, (__nv_bfloat16 *)v_cache,
+                  max_context);
     return sm_kernel_launched("qk_norm_rope_kv", err);
 }
 
@@ -385,10 +390,9 @@ extern "C" sm_status sm_cuda_moe_route(cudaStream_t stream, const float *logits,
     const bool vec = hidden % 8 == 0 && stride % 8 == 0 && (uintptr_t)h % 16 == 0 && (uintptr_t)xs % 16 == 0;
     const size_t smem = route_smem_bytes(rows, num_experts, top_k);
 #define SM_ROUTE_LAUNCH(V)                                                                                           \
-    moe_route_kernel<V><<<blocks, threads, smem, stream>>>(logits, rows, num_experts, top_k, renormalize, (cbf)h,   \
-                                                           hidden, stride, vec, expert_ids, weights, expert_offsets, \
-                                                           sorted_src, sorted_pos, sorted_weight,                  \
-                                                           (__nv_bfloat16 *)xs)
+    sm_launch_pdl(moe_route_kernel<V>, blocks, threads, smem, stream, logits, rows, num_experts, top_k, renormalize, \
+                  (cbf)h, hidden, stride, vec, expert_ids, weights, expert_offsets, sorted_src, sorted_pos,          \
+                  sorted_weight, (__nv_bfloat16 *)xs)
     if (num_experts <= 32) SM_ROUTE_LAUNCH(1);
     else if (num_experts <= 64) SM_ROUTE_LAUNCH(2);
     else if (num_experts <= 128) SM_ROUTE_LAUNCH(4);
@@ -414,7 +418,7 @@ extern "C" sm_status sm_cuda_moe_combine_rmsnorm(cudaStream_t stream, const sm_b
     NEED(slots <= 16384, "moe_combine_rmsnorm: top_k %d too large", top_k);
     /* within the 48 KiB a block gets without opting in, beside the kernel's static 128 bytes */
     const bool row_smem = weight && slots + row_bytes <= 48 * 1024 - 256;
-    combine_rmsnorm_kernel<<<rows, threads, slots + (row_smem ? row_bytes : 0), stream>>>(
-        (cbf)ys, stride, sorted_pos, top_k, x, hidden, (cbf)weight, eps, (__nv_bfloat16 *)out_bf16, vec, row_smem);
+    sm_launch_pdl(combine_rmsnorm_kernel, rows, threads, slots + (row_smem ? row_bytes : 0), stream, (cbf)ys, stride,
+                  sorted_pos, top_k, x, hidden, (cbf)weight, eps, (__nv_bfloat16 *)out_bf16, vec, row_smem);
     return sm_kernel_launched("moe_combine_rmsnorm", err);
 }

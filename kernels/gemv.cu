@@ -17,21 +17,32 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
                 int n, int k) {
     extern __shared__ uint4 xs[]; /* [rows][k/8] */
     const int k8 = k / 8, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int col = blockIdx.x * GEMV_WARPS + warp;
+    const uint4 *wr = reinterpret_cast<const uint4 *>(w + (size_t)(col < n ? col : 0) * k);
+    /* The first weight vectors are requested before waiting for the kernel that writes x:
+     * weights never change during a step, so their latency overlaps that kernel's tail. */
+    uint4 v[GEMV_UNROLL];
+#pragma unroll
+    for (int u = 0; u < GEMV_UNROLL; u++) {
+        const int c = u * 32 + lane;
+        v[u] = col < n && c < k8 ? sm_load_stream(wr + c) : make_uint4(0, 0, 0, 0);
+    }
+    sm_pdl_trigger();
+    sm_pdl_wait();
     const uint4 *xg = reinterpret_cast<const uint4 *>(x);
     for (int i = threadIdx.x; i < rows * k8; i += blockDim.x) xs[i] = xg[i];
     __syncthreads();
-    const int col = blockIdx.x * GEMV_WARPS + warp;
     if (col >= n) return;
-    const uint4 *wr = reinterpret_cast<const uint4 *>(w + (size_t)col * k);
     float acc[T];
 #pragma unroll
     for (int t = 0; t < T; t++) acc[t] = 0.0f;
     for (int c0 = 0; c0 < k8; c0 += 32 * GEMV_UNROLL) {
-        uint4 v[GEMV_UNROLL];
+        if (c0 > 0) {
 #pragma unroll
-        for (int u = 0; u < GEMV_UNROLL; u++) { /* every load first: bytes in flight */
-            const int c = c0 + u * 32 + lane;
-            v[u] = c < k8 ? sm_load_stream(wr + c) : make_uint4(0, 0, 0, 0);
+            for (int u = 0; u < GEMV_UNROLL; u++) { /* every load first: bytes in flight */
+                const int c = c0 + u * 32 + lane;
+                v[u] = c < k8 ? sm_load_stream(wr + c) : make_uint4(0, 0, 0, 0);
+            }
         }
 #pragma unroll
         for (int u = 0; u < GEMV_UNROLL; u++) {
@@ -73,8 +84,8 @@ void launch(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, v
     const dim3 grid((unsigned)((n + GEMV_WARPS - 1) / GEMV_WARPS)), block(GEMV_WARPS * 32);
     const size_t smem = (size_t)rows * k * 2;
     const __nv_bfloat16 *xb = reinterpret_cast<const __nv_bfloat16 *>(x), *wb = reinterpret_cast<const __nv_bfloat16 *>(w);
-    if (y_f32) gemv_kernel<T, true><<<grid, block, smem, stream>>>(xb, wb, y, beta, rows, n, k);
-    else gemv_kernel<T, false><<<grid, block, smem, stream>>>(xb, wb, y, beta, rows, n, k);
+    if (y_f32) sm_launch_pdl(gemv_kernel<T, true>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k);
+    else sm_launch_pdl(gemv_kernel<T, false>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k);
 }
 
 /* Rows of x in shared memory: the default 48 KiB per block covers rows * k up to 24576 values

@@ -55,4 +55,41 @@ __device__ __forceinline__ float sm_warp_sum(float v) {
 
 __device__ __forceinline__ float sm_silu(float g) { return g / (1.0f + __expf(-g)); }
 
+/* Programmatic dependent launch (Hopper). A decode step is a chain of short kernels, each
+ * paying a launch and a ramp-up; launched with sm_launch_pdl, a kernel may be scheduled while
+ * the one before it is still finishing. Contract of such a kernel: before sm_pdl_wait() it only
+ * reads data no kernel of the step writes (weights) and writes nothing; sm_pdl_wait() returns
+ * once every earlier kernel of the stream has completed and its writes are visible.
+ * sm_pdl_trigger() lets the next kernel be scheduled early. Both are no-ops for a kernel
+ * launched without the attribute (<<<>>>), so the same kernel serves both launches. */
+__device__ __forceinline__ void sm_pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void sm_pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/* kernel<<<grid, block, smem, stream>>>(args...) with the programmatic-serialisation attribute;
+ * the launch error is left for sm_kernel_launched like a <<<>>> launch. */
+template <typename... Params, typename... Args>
+static inline void sm_launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                                 Args... args) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...);
+}
+
 #endif

@@ -22,6 +22,8 @@ __device__ float block_sum(float v, float *shared32) {
 
 __global__ void embed_kernel(const __nv_bfloat16 *__restrict__ embed, const int *__restrict__ tokens,
                              float *__restrict__ x, int rows, int hidden) {
+    sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
+    sm_pdl_wait();
     const long total = (long)rows * hidden;
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total; i += (long)gridDim.x * blockDim.x) {
         const int r = (int)(i / hidden), c = (int)(i % hidden);
@@ -31,6 +33,8 @@ __global__ void embed_kernel(const __nv_bfloat16 *__restrict__ embed, const int 
 
 __global__ void rmsnorm_kernel(const float *x, const int *__restrict__ src, const __nv_bfloat16 *__restrict__ w,
                                float *out_f32, __nv_bfloat16 *out_bf16, int dim, float eps) {
+    sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
+    sm_pdl_wait();
     __shared__ float red[32];
     const int r = blockIdx.x;
     const float *xr = x + (size_t)(src ? src[r] : r) * dim;
@@ -152,6 +156,8 @@ __device__ __forceinline__ bool better(float v, int i, float bv, int bi) {
 }
 
 __global__ void argmax_kernel(const float *__restrict__ logits, int vocab, int *ids) {
+    sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
+    sm_pdl_wait();
     __shared__ float sv[32];
     __shared__ int si[32];
     const float *l = logits + (size_t)blockIdx.x * vocab;
@@ -192,7 +198,7 @@ extern "C" sm_status sm_cuda_embed_gather(cudaStream_t stream, const sm_bf16_bit
                                           int rows, int hidden, sm_error *err) {
     NEED(rows >= 0 && hidden > 0, "embed_gather: bad shape (rows %d, hidden %d)", rows, hidden);
     if (!rows) return SM_OK;
-    embed_kernel<<<grid_for((long)rows * hidden, 256), 256, 0, stream>>>((cbf)embed, tokens, x, rows, hidden);
+    sm_launch_pdl(embed_kernel, grid_for((long)rows * hidden, 256), 256, 0, stream, (cbf)embed, tokens, x, rows, hidden);
     return sm_kernel_launched("embed_gather", err);
 }
 
@@ -203,7 +209,7 @@ extern "C" sm_status sm_cuda_rmsnorm_f32(cudaStream_t stream, const float *x, co
     NEED(!out_f32 != !out_bf16, "rmsnorm_f32: exactly one of out_f32 / out_bf16 must be given");
     if (!rows) return SM_OK;
     const int threads = dim >= 1024 ? 1024 : (dim + 31) / 32 * 32;
-    rmsnorm_kernel<<<rows, threads, 0, stream>>>(x, src, (cbf)weight, out_f32, (__nv_bfloat16 *)out_bf16, dim, eps);
+    sm_launch_pdl(rmsnorm_kernel, rows, threads, 0, stream, x, src, (cbf)weight, out_f32, (__nv_bfloat16 *)out_bf16, dim, eps);
     return sm_kernel_launched("rmsnorm_f32", err);
 }
 
@@ -278,6 +284,6 @@ extern "C" sm_status sm_cuda_argmax(cudaStream_t stream, const float *logits, in
                                     sm_error *err) {
     NEED(rows >= 0 && vocab > 0, "argmax: bad shape (rows %d, vocab %d)", rows, vocab);
     if (!rows) return SM_OK;
-    argmax_kernel<<<rows, 1024, 0, stream>>>(logits, vocab, ids);
+    sm_launch_pdl(argmax_kernel, rows, 1024, 0, stream, logits, vocab, ids);
     return sm_kernel_launched("argmax", err);
 }

@@ -53,6 +53,8 @@ __global__ void __launch_bounds__(DM_THREADS)
     decode_mma_kernel(const __nv_bfloat16 *__restrict__ in, const __nv_bfloat16 *__restrict__ w,
                       const float *__restrict__ weight, __nv_bfloat16 *__restrict__ out,
                       const int *__restrict__ offsets, int num_experts, int K, int N) {
+    sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
+    sm_pdl_wait();
     constexpr int NB = GATED ? 2 : 1;                 /* gate and up, or down */
     constexpr int UK = (GATED || NT >= 4) ? 2 : 4;    /* k-steps in flight per warp: 8 weight loads per lane */
     constexpr int TP = 8 * NT;                        /* tokens per pass */
@@ -164,9 +166,11 @@ cudaError_t launch_nt(bool gated, cudaStream_t s, const sm_moe_grouped_args *a, 
     const __nv_bfloat16 *x = static_cast<const __nv_bfloat16 *>(in), *wb = static_cast<const __nv_bfloat16 *>(w);
     __nv_bfloat16 *o = static_cast<__nv_bfloat16 *>(out);
     if (gated)
-        decode_mma_kernel<NT, true><<<grid, DM_THREADS, 0, s>>>(x, wb, weight, o, a->expert_offsets, a->num_experts, K, N);
+        sm_launch_pdl(decode_mma_kernel<NT, true>, grid, DM_THREADS, 0, s, x, wb, weight, o, a->expert_offsets,
+                      a->num_experts, K, N);
     else
-        decode_mma_kernel<NT, false><<<grid, DM_THREADS, 0, s>>>(x, wb, weight, o, a->expert_offsets, a->num_experts, K, N);
+        sm_launch_pdl(decode_mma_kernel<NT, false>, grid, DM_THREADS, 0, s, x, wb, weight, o, a->expert_offsets,
+                      a->num_experts, K, N);
     return cudaSuccess;
 }
 

@@ -62,6 +62,8 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
     moe_decode_kernel(const __nv_bfloat16 *__restrict__ in, const __nv_bfloat16 *__restrict__ w,
                       const float *__restrict__ weight, __nv_bfloat16 *__restrict__ out,
                       const int *__restrict__ offsets, int num_experts, int K, int N) {
+    sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
+    sm_pdl_wait();
     __shared__ tile_pos pos;
     extern __shared__ uint4 tok[]; /* [T][K/8] */
     if (threadIdx.x < 32) {
@@ -336,9 +338,9 @@ cudaError_t launch_decode_t(cudaStream_t s, const sm_moe_grouped_args *a, const 
     }
     const int slots = a->n_assign < a->num_experts ? a->n_assign : a->num_experts;
     dim3 grid((unsigned)((N + DEC_WARPS - 1) / DEC_WARPS), (unsigned)slots);
-    kernel<<<grid, DEC_WARPS * 32, smem, s>>>(static_cast<const __nv_bfloat16 *>(in), static_cast<const __nv_bfloat16 *>(w),
-                                             weight, static_cast<__nv_bfloat16 *>(out), a->expert_offsets,
-                                             a->num_experts, K, N);
+    sm_launch_pdl(kernel, grid, DEC_WARPS * 32, smem, s, static_cast<const __nv_bfloat16 *>(in),
+                  static_cast<const __nv_bfloat16 *>(w), weight, static_cast<__nv_bfloat16 *>(out), a->expert_offsets,
+                  a->num_experts, K, N);
     return cudaSuccess;
 }
 
