@@ -48,6 +48,8 @@ static int parse_list(const char *text, int **out, int *n) {
 
 int sm_cmd_bench_decode(int argc, char **argv) {
     const char *preset = NULL, *model = NULL, *weights = NULL, *batches_text = "1,2,4,8,16,32,64", *runner = NULL;
+    const char *drafter = NULL, *draft_dir = NULL;
+    int k = 4;
     int seed = 0, prompt = 32, steps = 20, warmup = 3, layers = 0;
     bool eager = false;
     sm_arg args[] = {
@@ -62,6 +64,9 @@ int sm_cmd_bench_decode(int argc, char **argv) {
         {"warmup", SM_ARG_INT, &warmup, "untimed steps first (default 3)"},
         {"moe-runner-backend", SM_ARG_STRING, &runner, "MoE runner backend: cuda (auto) or cublaslt"},
         {"eager", SM_ARG_FLAG, &eager, "no CUDA graphs"},
+        {"speculative-algorithm", SM_ARG_STRING, &drafter, "also decode speculatively: model | ngram | self (first half of the layers)"},
+        {"speculative-draft-model-path", SM_ARG_STRING, &draft_dir, "draft checkpoint for --speculative-algorithm model"},
+        {"num-speculative-tokens", SM_ARG_INT, &k, "k, drafts per step (default 4)"},
     };
     const char *pos[1];
     int n_pos;
@@ -78,6 +83,17 @@ int sm_cmd_bench_decode(int argc, char **argv) {
         (layers && !preset)) {
         fprintf(stderr, "specmoe bench decode: need --batch like 1,2,4 (1..512), --prompt >= 1, --steps >= 1, --warmup >= 0,"
                         " --layers >= 1 only with --preset\n");
+        return 2;
+    }
+    if (drafter && strcmp(drafter, "model") && strcmp(drafter, "ngram") && strcmp(drafter, "self")) {
+        fprintf(stderr, "specmoe bench decode: --speculative-algorithm is model, ngram or self, not '%s'\n", drafter);
+        free(batches);
+        return 2;
+    }
+    if (drafter && (k < 1 || k > 16 || (!strcmp(drafter, "model") != !!draft_dir))) {
+        fprintf(stderr, "specmoe bench decode: need --num-speculative-tokens 1..16, and --speculative-draft-model-path "
+                        "exactly with --speculative-algorithm model\n");
+        free(batches);
         return 2;
     }
     if (!preset && !model) preset = "qwen3-30b-a3b";
@@ -110,13 +126,15 @@ int sm_cmd_bench_decode(int argc, char **argv) {
     sm_bench_decode_opts o = {.model_dir = model_dir, .label = preset ? preset : model,
                               .random_weights = preset ? !weights || !strcmp(weights, "random") : weights && !strcmp(weights, "random"),
                               .seed = (uint64_t)seed, .runner = runner, .batches = batches, .n_batches = n_batches,
-                              .prompt = prompt, .steps = steps, .warmup = warmup, .eager = eager, .out = stdout};
+                              .prompt = prompt, .steps = steps, .warmup = warmup, .eager = eager,
+                              .drafter = drafter, .num_speculative_tokens = k, .draft_dir = draft_dir, .out = stdout};
     sm_error err = {0};
     if (sm_bench_decode(&o, &err)) fprintf(stderr, "specmoe bench decode: %s\n", err.msg);
     else rc = 0;
 #else
     (void)model_dir;
     (void)eager;
+    (void)draft_dir;
     fprintf(stderr, "specmoe bench decode: this build has no CUDA (configure with -DSPECMOE_CUDA=ON)\n");
 #endif
     if (preset) {

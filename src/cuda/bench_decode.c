@@ -15,6 +15,7 @@
 
 #include "cuda/cuda_check.h"
 #include "model/model.h"
+#include "spec/spec.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -68,6 +69,75 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* One batch size through the spec engine: B sequences prefilled (untimed), then timed engine
+ * steps; a step is what the engine does for every sequence at once (draft, one verify forward,
+ * acceptance on the device). Prints one row. k = 0 is target-only decoding. */
+static sm_status spec_row(const sm_bench_decode_opts *o, sm_model *target, sm_model *draft, int B, int k, int *self_layers,
+                          int n_self, double *times, int *tokens, sm_error *err) {
+    const sm_model_config *c = sm_model_cfg(target);
+    sm_spec_config cfg = {.num_speculative_tokens = k, .drafter = k ? o->drafter : NULL, .draft_model = draft,
+                          .self_layers = self_layers, .n_self_layers = n_self};
+    sm_spec_engine *e = NULL;
+    SM_TRY(sm_spec_engine_create(target, &cfg, &e, err));
+    sm_status s = SM_OK;
+    for (int q = 0; q < B && !s; q++) {
+        for (int i = 0; i < o->prompt; i++) tokens[i] = (int)((97u * (unsigned)i + 13u * (unsigned)q + 1u) % (unsigned)c->vocab_size);
+        sm_spec_seq_params p = {.prompt = tokens, .n_prompt = o->prompt,
+                                .max_new_tokens = (o->warmup + o->steps + 1) * (k + 1) + 1, .seed = (uint64_t)q};
+        s = sm_spec_add_sequence(e, &p, NULL, err);
+    }
+    long emitted = 0;
+    const sm_spec_step_metrics *m = NULL;
+    for (int step = 0; step < 1 + o->warmup + o->steps && !s; step++) { /* step 0: the prefill */
+        double t0 = now_s();
+        s = sm_spec_step(e, &m, err);
+        double t = now_s() - t0;
+        if (s || step <= o->warmup) continue;
+        times[step - o->warmup - 1] = t;
+        for (int i = 0; i < m->n_seqs; i++) emitted += m->seqs[i].num_emitted;
+    }
+    if (!s) {
+        double total = 0;
+        for (int i = 0; i < o->steps; i++) total += times[i];
+        qsort(times, (size_t)o->steps, sizeof *times, cmp_double);
+        const sm_spec_counters *ct = sm_spec_engine_counters(e);
+        char arm[32];
+        snprintf(arm, sizeof arm, "%s k=%d", k ? o->drafter : "none", k);
+        fprintf(o->out, "%6d %-12s %10.3f %12.2f %12.1f %11.3f\n", B, arm, times[o->steps / 2] * 1e3,
+                (double)emitted / ((double)o->steps * B), (double)emitted / total, k ? sm_spec_acceptance_rate(ct) : 0.0);
+    }
+    sm_spec_engine_free(e);
+    return s;
+}
+
+static sm_status bench_spec(const sm_bench_decode_opts *o, sm_model *target, int max_batch, sm_error *err) {
+    const sm_model_config *c = sm_model_cfg(target);
+    int k = o->num_speculative_tokens, L = c->num_layers, n_self = L / 2 > 0 ? L / 2 : 1;
+    sm_model *draft = NULL;
+    if (!strcmp(o->drafter, "model")) {
+        sm_model_opts dopts = {.device = "cuda", .max_seqs = max_batch, .max_context = sm_model_max_context(target)};
+        SM_TRY(sm_model_load(o->draft_dir, &dopts, &draft, err));
+    }
+    int *self_layers = malloc((size_t)n_self * sizeof *self_layers), *tokens = malloc((size_t)o->prompt * sizeof *tokens);
+    double *times = malloc((size_t)o->steps * sizeof *times);
+    sm_status s = self_layers && tokens && times ? SM_OK : sm_fail(err, SM_ENOMEM, "bench decode: speculation scratch");
+    for (int i = 0; i < n_self && !s; i++) self_layers[i] = i; /* "self": the first half of the layers */
+    if (!s)
+        fprintf(o->out, "# speculation: %s, k=%d%s%s; greedy; tokens/step is per sequence (accepted drafts + 1); "
+                "median step over %d steps\n%6s %-12s %10s %12s %12s %11s\n", o->drafter, k,
+                draft ? ", draft " : "", draft ? o->draft_dir : (!strcmp(o->drafter, "self") ? ", first half of the layers" : ""),
+                o->steps, "batch", "arm", "ms/step", "tokens/step", "tokens/s", "acceptance");
+    for (int bi = 0; bi < o->n_batches && !s; bi++) {
+        s = spec_row(o, target, draft, o->batches[bi], 0, self_layers, n_self, times, tokens, err);
+        if (!s) s = spec_row(o, target, draft, o->batches[bi], k, self_layers, n_self, times, tokens, err);
+    }
+    free(self_layers);
+    free(tokens);
+    free(times);
+    sm_model_free(draft);
+    return s;
+}
+
 sm_status sm_bench_decode(const sm_bench_decode_opts *o, sm_error *err) {
     int max_batch = 1;
     for (int i = 0; i < o->n_batches; i++) max_batch = o->batches[i] > max_batch ? o->batches[i] : max_batch;
@@ -77,7 +147,8 @@ sm_status sm_bench_decode(const sm_bench_decode_opts *o, sm_error *err) {
     struct cudaDeviceProp prop;
     SM_TRY(sm_cuda_check(cudaGetDeviceProperties(&prop, 0), err, "bench decode: device properties"));
     if (o->eager) setenv("SPECMOE_CUDA_GRAPHS", "0", 1);
-    int context = o->prompt + o->warmup + o->steps + 8;
+    int k = o->drafter ? o->num_speculative_tokens : 0;
+    int context = o->prompt + (o->warmup + o->steps + 2) * (k + 1) + 8;
     sm_model_opts mo = {.device = "cuda", .random_weights = o->random_weights, .seed = o->seed,
                         .moe_runner_backend = o->runner, .max_seqs = max_batch, .max_context = context};
     sm_model *m = NULL;
@@ -128,6 +199,7 @@ sm_status sm_bench_decode(const sm_bench_decode_opts *o, sm_error *err) {
     free(logits);
     free(rows);
     free(times);
+    if (!s && o->drafter) s = bench_spec(o, m, max_batch, err);
     sm_model_free(m);
     return s;
 }

@@ -21,6 +21,12 @@ typedef struct sm_bench_decode_opts {
     int prompt;                   /* tokens prefilled per sequence before timing */
     int steps, warmup;            /* timed / untimed decode steps per batch size */
     bool eager;                   /* no CUDA graphs */
+    /* Speculation (SGLang's --speculative-algorithm): NULL = none. With a drafter every batch
+     * size is run twice through the spec engine, target-only (k = 0) and speculative, so the
+     * two rows of a batch size compare step time, tokens per step and tokens/s in one run. */
+    const char *drafter;          /* "model", "ngram" or "self" */
+    int num_speculative_tokens;   /* k */
+    const char *draft_dir;        /* "model": the draft checkpoint (BF16 on the same GPU) */
     FILE *out;
 } sm_bench_decode_opts;
 
