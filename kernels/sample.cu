@@ -20,10 +20,30 @@ namespace {
 constexpr int kThreads = 1024;
 constexpr int kWarps = kThreads / 32;
 constexpr int kBins = 2048; /* radix digits of 11 bits: passes over bits 31..22, 21..11, 10..0 */
-constexpr int kDrawItems = 4; /* consecutive elements per thread in a draw tile */
+constexpr int kBatch = 8;      /* independent loads in flight per thread in a pass over a row */
+constexpr int kDrawItems = 16; /* elements per thread in a draw tile */
 constexpr double kFixedOne = 1152921504606846976.0; /* 2^60 */
 
 typedef unsigned long long u64;
+
+/* One pass over a row: use(i, load(i)) for this thread's ids, kBatch coalesced loads issued
+ * before any is used. One block streams a whole row, so its speed is the loads it keeps in
+ * flight, not arithmetic. */
+template <typename Load, typename Use> __device__ __forceinline__ void row_pass(int vocab, Load load, Use use) {
+    for (int base = 0; base < vocab; base += kBatch * kThreads) {
+        float v[kBatch];
+#pragma unroll
+        for (int j = 0; j < kBatch; j++) {
+            const int i = base + j * kThreads + (int)threadIdx.x;
+            v[j] = i < vocab ? load(i) : 0.0f;
+        }
+#pragma unroll
+        for (int j = 0; j < kBatch; j++) {
+            const int i = base + j * kThreads + (int)threadIdx.x;
+            if (i < vocab) use(i, v[j]);
+        }
+    }
+}
 
 __device__ __forceinline__ u64 fixed_mass(float p) { return (u64)__double2ll_rn((double)p * kFixedOne); }
 
@@ -58,18 +78,6 @@ __device__ float block_max(float v, float *sh) {
     return t;
 }
 
-__device__ int block_min_int(int v, int *sh) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = min(v, __shfl_xor_sync(0xffffffffu, v, o));
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    __syncthreads();
-    if (lane == 0) sh[warp] = v;
-    __syncthreads();
-    int t = sh[0];
-    for (int w = 1; w < kWarps; w++) t = min(t, sh[w]);
-    return t;
-}
-
 /* Exclusive prefix sum over threads in thread order; *total = the block's sum. */
 template <typename T> __device__ T block_exclusive_scan(T v, T *sh, T *total) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -84,13 +92,18 @@ template <typename T> __device__ T block_exclusive_scan(T v, T *sh, T *total) {
     __syncthreads();
     if (lane == 31) sh[warp] = incl;
     __syncthreads();
-    T off = 0, tot = 0;
-    for (int w = 0; w < kWarps; w++) {
-        if (w == warp) off = tot;
-        tot += sh[w];
+    if (warp == 0) { /* scan the warp totals in one warp */
+        T w = sh[lane];
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const T t = __shfl_up_sync(0xffffffffu, w, o);
+            if (lane >= o) w += t;
+        }
+        sh[lane] = w;
     }
-    *total = tot;
-    return off + excl;
+    __syncthreads();
+    *total = sh[kWarps - 1];
+    return (warp ? sh[warp - 1] : (T)0) + excl;
 }
 
 /* First maximum (lowest id on ties), NaN skipped — sm_argmax's rule. */
@@ -113,8 +126,9 @@ struct Shared {
 __device__ int block_argmax(const float *l, int vocab, Shared &sh) {
     float bv = 0;
     int bi = -1;
-    for (int i = threadIdx.x; i < vocab; i += kThreads)
-        if (!isnan(l[i]) && better(l[i], i, bv, bi)) { bv = l[i]; bi = i; }
+    row_pass(vocab, [&](int i) { return l[i]; }, [&](int i, float v) {
+        if (!isnan(v) && better(v, i, bv, bi)) { bv = v; bi = i; }
+    });
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
         const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
@@ -150,7 +164,8 @@ struct Selection {
  * weight is the element count (by_mass false) or the fixed-point mass. Three radix passes; each
  * histograms the elements that share the digits chosen so far. Not found only when the whole
  * set weighs less than target. */
-__device__ Selection radix_select(const float *row, int vocab, KeptSet set, bool by_mass, u64 target, Shared &sh) {
+__device__ Selection radix_select(const float *row, int vocab, KeptSet set, bool by_mass, u64 target, uint32_t floor_key,
+                                  Shared &sh) {
     uint32_t prefix = 0, mask = 0;
     u64 above = 0;
     unsigned eq_count = 0;
@@ -160,14 +175,13 @@ __device__ Selection radix_select(const float *row, int vocab, KeptSet set, bool
         const uint32_t digit_mask = pass == 0 ? 0x3ffu : 0x7ffu;
         for (int b = threadIdx.x; b < kBins; b += kThreads) { sh.mass[b] = 0; sh.count[b] = 0; }
         __syncthreads();
-        for (int i = threadIdx.x; i < vocab; i += kThreads) {
-            const float p = row[i];
+        row_pass(vocab, [&](int i) { return row[i]; }, [&](int i, float p) {
             const uint32_t k = __float_as_uint(p);
-            if ((k & mask) != prefix || !set.has(k, i)) continue;
+            if (k < floor_key || (k & mask) != prefix || !set.has(k, i)) return;
             const int b = (int)((k >> shift) & digit_mask);
             atomicAdd(&sh.count[b], 1u);
             if (by_mass) atomicAdd(&sh.mass[b], fixed_mass(p));
-        }
+        });
         __syncthreads();
         /* Thread t owns bins kBins-1-2t and kBins-2-2t: scanning threads in order walks the bins
          * from the top, so the exclusive scan is the weight of the bins above. */
@@ -232,18 +246,19 @@ __global__ void __launch_bounds__(kThreads) probs_kernel(const float *__restrict
         return;
     }
     float mx = -INFINITY;
-    for (int i = threadIdx.x; i < vocab; i += kThreads) mx = fmaxf(mx, l[i]);
+    row_pass(vocab, [&](int i) { return l[i]; }, [&](int, float v) { mx = fmaxf(mx, v); });
     mx = block_max(mx, sh.f);
-    /* The host computes expf of an fp32 argument; exp in fp64 rounded once to fp32 matches a
-     * correctly rounded expf, so the two agree to the last bit in all but rare cases. */
+    /* The host's arithmetic: expf of an fp32 argument (CUDA's expf is within 2 ulp of glibc's;
+     * fp64 exp would match more often but costs ~50 us per 151936-row on the FP64 units),
+     * summed in fp64. Equal logits give equal probabilities on both, so ties stay ties. */
     double s = 0;
-    for (int i = threadIdx.x; i < vocab; i += kThreads) {
-        const float e = (float)exp((double)((l[i] - mx) / temperature));
+    row_pass(vocab, [&](int i) { return l[i]; }, [&](int i, float v) {
+        const float e = expf((v - mx) / temperature);
         out[i] = e;
         s += (double)e;
-    }
+    });
     s = block_sum<double>(s, sh.d);
-    for (int i = threadIdx.x; i < vocab; i += kThreads) out[i] = (float)((double)out[i] / s);
+    row_pass(vocab, [&](int i) { return out[i]; }, [&](int i, float v) { out[i] = (float)((double)v / s); });
 
     const int keep_k = top_k > 0 && top_k < vocab ? top_k : vocab;
     const bool use_p = top_p > 0.0f && top_p < 1.0f;
@@ -252,7 +267,7 @@ __global__ void __launch_bounds__(kThreads) probs_kernel(const float *__restrict
 
     KeptSet kept{0u, vocab - 1}; /* everything */
     if (keep_k < vocab) {
-        const Selection k = radix_select(out, vocab, kept, false, (u64)keep_k, sh);
+        const Selection k = radix_select(out, vocab, kept, false, (u64)keep_k, 0u, sh);
         if (k.found) {
             const unsigned need = (unsigned)((u64)keep_k - k.above); /* tied at t_k, lowest ids first */
             kept.key = k.key;
@@ -262,15 +277,19 @@ __global__ void __launch_bounds__(kThreads) probs_kernel(const float *__restrict
     KeptSet final_set = kept;
     if (use_p) {
         u64 total = 0;
-        for (int i = threadIdx.x; i < vocab; i += kThreads) {
-            const float p = out[i];
+        row_pass(vocab, [&](int i) { return out[i]; }, [&](int i, float p) {
             if (kept.has(__float_as_uint(p), i)) total += fixed_mass(p);
-        }
+        });
         total = block_sum<u64>(total, sh.u);
         u64 target = (u64)ceil((double)top_p * (double)total);
         if (target > total) target = total;
         if (target == 0) target = 1;
-        const Selection m = radix_select(out, vocab, kept, true, target, sh);
+        /* The tokens from the cut on weigh more than total - target, and there are at most vocab
+         * of them, so the cut value is above ((1 - top_p) total - 1) / vocab: lighter tokens
+         * (most of a peaked distribution) are left out of the mass histograms, with a 2x margin. */
+        const double floor_fixed = ((1.0 - (double)top_p) * (double)total - 1.0) / (2.0 * vocab);
+        const uint32_t floor_key = floor_fixed > 0 ? __float_as_uint(__double2float_rd(floor_fixed / kFixedOne)) : 0u;
+        const Selection m = radix_select(out, vocab, kept, true, target, floor_key, sh);
         if (m.found) {
             const u64 each = fixed_mass(__uint_as_float(m.key));
             const u64 rest = target - m.above;
@@ -281,17 +300,15 @@ __global__ void __launch_bounds__(kThreads) probs_kernel(const float *__restrict
         }
     }
     double kept_sum = 0;
-    for (int i = threadIdx.x; i < vocab; i += kThreads) {
-        const float p = out[i];
+    row_pass(vocab, [&](int i) { return out[i]; }, [&](int i, float p) {
         const uint32_t k = __float_as_uint(p);
         if (kept.has(k, i) && final_set.has(k, i)) kept_sum += (double)p;
-    }
+    });
     kept_sum = block_sum<double>(kept_sum, sh.d);
-    for (int i = threadIdx.x; i < vocab; i += kThreads) {
-        const float p = out[i];
+    row_pass(vocab, [&](int i) { return out[i]; }, [&](int i, float p) {
         const uint32_t k = __float_as_uint(p);
         out[i] = kept.has(k, i) && final_set.has(k, i) ? (float)((double)p / kept_sum) : 0.0f;
-    }
+    });
 }
 
 /* Row views for draws. */
@@ -314,37 +331,58 @@ struct ResidualRow {
 };
 
 /* sm_sample_from_probs: the first i with p_i > 0 whose fp64 cumulative sum exceeds u; else the
- * last i with p_i > 0 (0 if none). Tiles of kThreads * kDrawItems consecutive elements. */
+ * last i with p_i > 0 (0 if none). A tile is kThreads * kDrawItems ids; warp w owns the
+ * contiguous stretch [w * 32 * kDrawItems, (w + 1) * 32 * kDrawItems) of it, read in coalesced
+ * rows of 32. Warp totals are scanned across the block; only warps whose stretch reaches past u
+ * walk their rows with warp scans to find the first crossing. */
 template <typename Row> __device__ int draw_row(const Row &row, int vocab, double u, Shared &sh) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     double base = 0;
     int last_nonzero = -1;
     for (int tile = 0; tile < vocab; tile += kThreads * kDrawItems) {
-        const int first = tile + (int)threadIdx.x * kDrawItems;
+        const int first = tile + warp * 32 * kDrawItems + lane;
         float v[kDrawItems];
-        double local = 0;
+        double lane_sum = 0;
 #pragma unroll
         for (int j = 0; j < kDrawItems; j++) {
-            const int i = first + j;
+            const int i = first + 32 * j;
             v[j] = i < vocab ? row(i) : 0.0f;
-            if (v[j] > 0) { local += (double)v[j]; last_nonzero = i; }
+            if (v[j] > 0) { lane_sum += (double)v[j]; last_nonzero = i; } else v[j] = 0.0f;
         }
+        const double warp_total = warp_sum(lane_sum);
         double tile_total;
-        double cum = base + block_exclusive_scan<double>(local, sh.d, &tile_total);
+        /* lane 0 carries its warp's total into the scan, the other lanes 0 */
+        const double warp_before = __shfl_sync(0xffffffffu, block_exclusive_scan<double>(lane ? 0.0 : warp_total, sh.d, &tile_total), 0);
         int hit = INT_MAX;
+        if (u < base + warp_before + warp_total) {
+            double run = base + warp_before;
 #pragma unroll
-        for (int j = 0; j < kDrawItems; j++) {
-            if (!(v[j] > 0)) continue;
-            cum += (double)v[j];
-            if (u < cum) { hit = first + j; break; }
+            for (int j = 0; j < kDrawItems; j++) {
+                double incl = (double)v[j];
+#pragma unroll
+                for (int o = 1; o < 32; o <<= 1) {
+                    const double t = __shfl_up_sync(0xffffffffu, incl, o);
+                    if (lane >= o) incl += t;
+                }
+                const unsigned crossed = __ballot_sync(0xffffffffu, v[j] > 0 && u < run + incl);
+                if (crossed) { hit = first - lane + 32 * j + __ffs(crossed) - 1; break; }
+                run += __shfl_sync(0xffffffffu, incl, 31);
+            }
         }
-        hit = block_min_int(hit, sh.i);
-        if (hit != INT_MAX) return hit;
+        if (threadIdx.x == 0) sh.winner = INT_MAX;
+        if (__syncthreads_or(hit != INT_MAX)) {
+            if (hit != INT_MAX) atomicMin(&sh.winner, hit); /* the first crossing: min is order-free */
+            __syncthreads();
+            return sh.winner;
+        }
         base += tile_total;
     }
-    /* u beyond the rounded total: the last nonzero entry (0 when there is none); the max as a
-     * min of negatives */
-    const int last = -block_min_int(-last_nonzero, sh.i);
-    return last < 0 ? 0 : last;
+    /* u beyond the rounded total: the last nonzero entry (0 when there is none) */
+    if (threadIdx.x == 0) sh.winner = -1;
+    __syncthreads();
+    if (last_nonzero >= 0) atomicMax(&sh.winner, last_nonzero);
+    __syncthreads();
+    return sh.winner < 0 ? 0 : sh.winner;
 }
 
 __global__ void __launch_bounds__(kThreads) sample_kernel(const float *__restrict__ probs, int vocab,
@@ -387,7 +425,7 @@ __global__ void __launch_bounds__(kThreads)
     } else {
         ResidualRow res{pr, q ? q + ((size_t)s * k_max + rej) * vocab : nullptr, x, 0.0};
         double mass = 0;
-        for (int i = threadIdx.x; i < vocab; i += kThreads) mass += (double)res.raw(i);
+        row_pass(vocab, [&](int i) { return res.raw(i); }, [&](int, float r) { mass += (double)r; });
         res.mass = block_sum<double>(mass, sh.d);
         /* zero residual mass happens only through rounding (p == q); the host keeps x then */
         tok = res.mass <= 0 ? x : draw_row(res, vocab, ud, sh);

@@ -29,14 +29,17 @@ extern "C" {
  * smallest set of most probable tokens whose mass reaches top_p of what is left (top_p <= 0 or
  * >= 1: off), ties at either cut going to the lower id; renormalised. T <= 0 (greedy): one-hot
  * at the first maximum. The thresholds are found by radix select over the fp32 bit patterns of
- * the probabilities (no sort): a few passes over the row, fast at vocab 151936. probs may not
- * alias logits. */
+ * the probabilities (no sort). probs may not alias logits. Cost at vocab 151936 on an H200, per
+ * row (rows run side by side up to the SM count): greedy 27 us, plain 59 us, top_k 50 128 us,
+ * top_p 0.9 on flat logits 360 us (peaked logits are cheaper: light tokens skip the mass
+ * histograms). One block streams a row at ~45 GB/s, so splitting rows over blocks is the next
+ * step if this shows in a decode step. */
 sm_status sm_cuda_sampling_probs(cudaStream_t stream, const float *logits, int rows, int vocab, float temperature,
                                  int top_k, float top_p, float *probs, sm_error *err);
 
 /* tokens[r] = inverse-CDF draw from probs[r, :] with uniforms[r]: the first id whose cumulative
  * sum exceeds u (zero entries skipped); if rounding leaves u above the total, the last id with a
- * nonzero probability (0 for an all-zero row). As sm_sample_from_probs. */
+ * nonzero probability (0 for an all-zero row). As sm_sample_from_probs. ~27 us per 151936-row. */
 sm_status sm_cuda_sample_tokens(cudaStream_t stream, const float *probs, int rows, int vocab, const float *uniforms,
                                 int *tokens, sm_error *err);
 

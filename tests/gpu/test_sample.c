@@ -156,6 +156,7 @@ static void test_draws(void) {
             cudaFree(d_rows); cudaFree(d_u); cudaFree(d_tok);
         }
     }
+    printf("draws: %d differences at CDF boundaries\n", boundary);
     CHECK(boundary <= 2, "draws: %d differences at CDF boundaries (rounding), at most 2 expected", boundary);
 
     /* Rounding leaves u above the total: the last nonzero id; an all-zero row gives 0. */
@@ -294,6 +295,7 @@ static void test_verify(void) {
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++)
         for (int with_q = 0; with_q < 2; with_q++)
             verify_case(shapes[t][0], shapes[t][1], shapes[t][2], with_q, &seed, &boundary);
+    printf("verify: %d differences explained by fp32 uniforms\n", boundary);
     CHECK(boundary <= 2, "verify: %d differences explained by fp32 uniforms, at most 2 expected", boundary);
 
     /* Bad n_draft / draft id: both outputs -1. */
@@ -410,6 +412,8 @@ static void test_statistics(void) {
     }
     const double xv = chi2(vcounts, p, V, N, &outside), xvw = chi2(vcounts, wrong, V, N, &outside_w);
     CHECK(bad == 0 && outside == 0, "verify statistics: %d bad outputs, %d outside p's support", bad, outside);
+    printf("chi-square (df %d, critical %.2f): draws %.2f (wrong dist %.2f), verify %.2f (wrong %.2f), %d of %d accepted\n",
+           df, crit, x, xw, xv, xvw, accepted, N);
     CHECK(xv < crit, "verify: first emitted token vs p: chi-square %.2f >= %.2f (df %d; %d of %d drafts accepted)", xv, crit,
           df, accepted, N);
     CHECK(xvw > crit, "verify: chi-square cannot tell a distribution 0.02 off: %.2f <= %.2f", xvw, crit);
