@@ -4,12 +4,15 @@
  *   attention → o_proj GEMM (+= residual) → RMSNorm → MoE (router GEMM → top-k → permute →
  *   device runner → combine, + shared expert) or dense MLP (gate|up GEMM → SiLU·mul → down GEMM
  *   += residual) ] → final RMSNorm of the rows that want logits → lm_head GEMM.
- * Everything runs on the instance's stream with one synchronisation per forward (the logits
- * copy), except where a caller asked for host data: a route observer, or the `cublaslt` runner,
- * which needs each layer's expert offsets on the host. Decode-sized steps (up to
- * GRAPH_MAX_ROWS rows) are captured once per (rows, rows with logits) as a CUDA graph and
- * replayed: every kernel reads tokens, sequences and positions from device memory, so a graph
- * stays valid for any rows of that shape. */
+ * Small decode shapes take fused kernels (q/k norm + RoPE + KV write; routing; combine + the
+ * next layer's norm) and a weight-streaming GEMV instead of cuBLASLt, chained with programmatic
+ * dependent launch. Everything runs on the instance's stream with one synchronisation per
+ * forward (the logits or sampled tokens; a route observer adds one, its routing being logged on
+ * the device during the step), except with the `cublaslt` runner, which needs each layer's
+ * expert offsets on the host. Decode-sized steps (up to GRAPH_MAX_ROWS rows) are captured once
+ * per (rows, rows with logits, observed) as a CUDA graph and replayed: every kernel reads tokens,
+ * sequences and positions from device memory, so a graph stays valid for any rows of that
+ * shape. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +37,7 @@
 
 typedef struct step_graph {
     int n_rows, n_logits;
+    bool observed;            /* the step logs routing for a route observer */
     int seen;                 /* eager runs of this shape so far: capture on the second */
     bool failed;              /* capture did not work for this shape: stay eager */
     cudaGraphExec_t exec;
@@ -53,9 +57,13 @@ struct sm_model_dev {
     float *x, *qkv, *router_logits, *topk_w, *sorted_w, *gate, *logits;
     sm_bf16_bits *h, *attn, *gu, *act, *xs, *ys;
     int *topk_ids, *offsets, *sorted_src, *sorted_pos;
-    /* host copies for the route observer and the cublaslt runner (pinned) */
-    int *h_ids, *h_offsets;
-    float *h_w;
+    /* routing of every MoE layer of a step, logged on the device for a route observer and copied
+     * to the host once after the step (so an observed step needs no per-layer synchronisation and
+     * can be a graph): [num_layers][assign_cap], device and pinned host; allocated on first use */
+    int *route_ids, *h_route_ids;
+    float *route_w, *h_route_w;
+    /* host copies for the cublaslt runner (pinned) */
+    int *h_offsets;
     step_graph graphs[GRAPH_SLOTS];
     int n_graphs;
     /* device sampling (sm_forward_opts.sample), grown on first use outside any graph */
@@ -123,11 +131,13 @@ static void dev_free(sm_model_dev *m) {
     cudaFree(m->kv);
     cudaFree(m->ws);
     cudaFree(m->d_probs);
+    cudaFree(m->route_ids);
+    cudaFree(m->route_w);
+    cudaFreeHost(m->h_route_ids);
+    cudaFreeHost(m->h_route_w);
     cudaFree(m->d_q);
     cudaFree(m->d_small);
     cudaFreeHost(m->h_rows);
-    cudaFreeHost(m->h_ids);
-    cudaFreeHost(m->h_w);
     cudaFreeHost(m->h_offsets);
     free(m->k_cache);
     free(m->v_cache);
@@ -155,7 +165,7 @@ static sm_status instance_create(dev_weights *w, const sm_model_opts *opts, int 
         snprintf(what, sizeof what, "%s (fork, %d sequences x %d positions)", w->dir, max_seqs, max_context);
         if ((s = sm_cuda_model_check_fit(what, &plan, err))) goto fail;
     }
-    size_t A = (size_t)w->assign_cap, E = (size_t)c->num_experts;
+    size_t E = (size_t)c->num_experts;
     if ((s = sm_cuda_check(cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking), err, "GPU model: creating a stream")) ||
         (s = sm_gemm_lt_create(&m->gemm, err)) ||
         (s = sm_cuda_check(cudaMalloc(&m->kv, kv_bytes), err, "GPU model: allocating the KV cache (%.2f GiB)",
@@ -163,8 +173,6 @@ static sm_status instance_create(dev_weights *w, const sm_model_opts *opts, int 
         (s = sm_cuda_check(cudaMalloc(&m->ws, ws_bytes), err, "GPU model: allocating %zu bytes of workspace", ws_bytes)) ||
         (s = sm_cuda_check(cudaMallocHost((void **)&m->h_rows, 4 * SM_CUDA_CHUNK_ROWS * sizeof(int)), err,
                            "GPU model: pinned row table")) ||
-        (s = sm_cuda_check(cudaMallocHost((void **)&m->h_ids, (A ? A : 1) * sizeof(int)), err, "GPU model: pinned routing")) ||
-        (s = sm_cuda_check(cudaMallocHost((void **)&m->h_w, (A ? A : 1) * sizeof(float)), err, "GPU model: pinned routing")) ||
         (s = sm_cuda_check(cudaMallocHost((void **)&m->h_offsets, (E + 1) * sizeof(int)), err, "GPU model: pinned offsets")) ||
         (s = sm_calloc((void **)&m->k_cache, (size_t)c->num_layers, sizeof *m->k_cache, "KV table", err)) ||
         (s = sm_calloc((void **)&m->v_cache, (size_t)c->num_layers, sizeof *m->v_cache, "KV table", err)))
@@ -251,13 +259,12 @@ static sm_status moe(sm_model_dev *m, int l, step *st, const sm_bf16_bits *next_
                                  m->offsets, m->sorted_src, m->sorted_pos, m->sorted_w, m->xs, err));
     else
         SM_TRY(sm_cuda_router_topk(s, m->router_logits, n, E, k, c->norm_topk_prob, m->topk_ids, m->topk_w, err));
-    if (st->observer) {
-        SM_TRY(sm_cuda_check(cudaMemcpyAsync(m->h_ids, m->topk_ids, (size_t)n_assign * 4, cudaMemcpyDeviceToHost, s), err,
-                             "GPU model: routing of layer %d to the host", l));
-        SM_TRY(sm_cuda_check(cudaMemcpyAsync(m->h_w, m->topk_w, (size_t)n_assign * 4, cudaMemcpyDeviceToHost, s), err,
-                             "GPU model: routing of layer %d to the host", l));
-        SM_TRY(sm_cuda_check(cudaStreamSynchronize(s), err, "GPU model: routing of layer %d", l));
-        st->observer->on_route(st->observer->ctx, l, n, k, m->h_ids, m->h_w);
+    if (st->observer) { /* logged here, handed to the observer after the step (report_routes) */
+        size_t at = (size_t)l * w->assign_cap;
+        SM_TRY(sm_cuda_check(cudaMemcpyAsync(m->route_ids + at, m->topk_ids, (size_t)n_assign * 4, cudaMemcpyDeviceToDevice, s),
+                             err, "GPU model: logging the routing of layer %d", l));
+        SM_TRY(sm_cuda_check(cudaMemcpyAsync(m->route_w + at, m->topk_w, (size_t)n_assign * 4, cudaMemcpyDeviceToDevice, s),
+                             err, "GPU model: logging the routing of layer %d", l));
     }
     if (!fused_route) {
         SM_TRY(sm_cuda_moe_permute(s, m->topk_ids, m->topk_w, n_assign, E, m->offsets, m->sorted_src, m->sorted_pos,
@@ -348,10 +355,11 @@ static sm_status step_body(sm_model_dev *m, const step *st, sm_error *err) {
 
 static step_graph *graph_slot(sm_model_dev *m, const step *st) {
     for (int i = 0; i < m->n_graphs; i++)
-        if (m->graphs[i].n_rows == st->n && m->graphs[i].n_logits == st->n_logits) return &m->graphs[i];
+        if (m->graphs[i].n_rows == st->n && m->graphs[i].n_logits == st->n_logits && m->graphs[i].observed == !!st->observer)
+            return &m->graphs[i];
     if (m->n_graphs == GRAPH_SLOTS) return NULL;
     step_graph *g = &m->graphs[m->n_graphs++];
-    *g = (step_graph){.n_rows = st->n, .n_logits = st->n_logits};
+    *g = (step_graph){.n_rows = st->n, .n_logits = st->n_logits, .observed = st->observer != NULL};
     return g;
 }
 
@@ -372,13 +380,42 @@ static void capture(sm_model_dev *m, step_graph *g, const step *st) {
 }
 
 static sm_status run_step(sm_model_dev *m, const step *st, sm_error *err) {
-    bool graphable = !m->eager && st->n <= GRAPH_MAX_ROWS && !st->observer && !st->skip && m->w->device_routing &&
+    bool graphable = !m->eager && st->n <= GRAPH_MAX_ROWS && !st->skip && m->w->device_routing &&
                      st->top_k == m->w->cfg->num_experts_per_tok;
     step_graph *g = graphable ? graph_slot(m, st) : NULL;
     if (g && !g->failed && !g->exec && ++g->seen >= 2) capture(m, g, st);
     if (g && g->exec)
         return sm_cuda_check(cudaGraphLaunch(g->exec, m->stream), err, "GPU model: replaying the step graph (%d rows)", st->n);
     return step_body(m, st, err);
+}
+
+/* ---- route observer ------------------------------------------------------------------------ */
+
+static sm_status route_log_reserve(sm_model_dev *m, sm_error *err) {
+    if (m->route_ids) return SM_OK;
+    size_t n = (size_t)m->w->cfg->num_layers * (size_t)(m->w->assign_cap > 0 ? m->w->assign_cap : 1);
+    SM_TRY(sm_cuda_check(cudaMalloc((void **)&m->route_ids, n * 4), err, "GPU model: routing log"));
+    SM_TRY(sm_cuda_check(cudaMalloc((void **)&m->route_w, n * 4), err, "GPU model: routing log"));
+    SM_TRY(sm_cuda_check(cudaMallocHost((void **)&m->h_route_ids, n * 4), err, "GPU model: pinned routing log"));
+    return sm_cuda_check(cudaMallocHost((void **)&m->h_route_w, n * 4), err, "GPU model: pinned routing log");
+}
+
+/* After an observed step: one copy of every MoE layer's routing (n_assign entries of each row of
+ * the [layer][assign_cap] log), one wait, then the observer's calls in layer order. */
+static sm_status report_routes(sm_model_dev *m, const step *st, sm_error *err) {
+    const sm_model_config *c = m->w->cfg;
+    size_t pitch = (size_t)m->w->assign_cap * 4, width = (size_t)st->n * st->top_k * 4;
+    SM_TRY(sm_cuda_check(cudaMemcpy2DAsync(m->h_route_ids, pitch, m->route_ids, pitch, width, (size_t)c->num_layers,
+                                           cudaMemcpyDeviceToHost, m->stream), err, "GPU model: routing to the host"));
+    SM_TRY(sm_cuda_check(cudaMemcpy2DAsync(m->h_route_w, pitch, m->route_w, pitch, width, (size_t)c->num_layers,
+                                           cudaMemcpyDeviceToHost, m->stream), err, "GPU model: routing to the host"));
+    SM_TRY(sm_cuda_check(cudaStreamSynchronize(m->stream), err, "GPU model: routing of %d rows", st->n));
+    for (int l = 0; l < c->num_layers; l++) {
+        if (!m->w->layers[l].is_moe || (st->skip && st->skip[l])) continue;
+        size_t at = (size_t)l * m->w->assign_cap;
+        st->observer->on_route(st->observer->ctx, l, st->n, st->top_k, m->h_route_ids + at, m->h_route_w + at);
+    }
+    return SM_OK;
 }
 
 /* ---- sampling on the device ---------------------------------------------------------------- */
@@ -530,7 +567,9 @@ static sm_status dev_forward(sm_model_dev *m, const sm_row *rows, int n_rows, co
         step st = {.n = n, .n_logits = n_logits, .top_k = top_k, .skip = fo ? fo->skip_layer : NULL, .observer = observer};
         SM_TRY(sm_cuda_check(cudaMemcpyAsync(m->d_rows, m->h_rows, 4 * SM_CUDA_CHUNK_ROWS * sizeof(int),
                                              cudaMemcpyHostToDevice, m->stream), err, "GPU model: copying the row table"));
+        if (observer) SM_TRY(route_log_reserve(m, err));
         SM_TRY(run_step(m, &st, err));
+        if (observer) SM_TRY(report_routes(m, &st, err));
         if (n_logits && sp)
             SM_TRY(sample_chunk(m, sp, &sb, (int)logits_done, n_logits, err));
         else if (n_logits)

@@ -4,6 +4,9 @@
  *  - a mixed batch (prefill rows of one sequence + decode rows of another in one forward);
  *  - truncate then re-score different tokens at the truncated positions;
  *  - CUDA graph replays give the logits of eager steps (same kernels: bit for bit);
+ *  - a route observer sees, per MoE layer, the same routing from a graphed GPU step as from an
+ *    eager one (bit for bit: its routing is logged on the device and reported after the step),
+ *    and the CPU's calls with the same expert sets for nearly every row;
  *  - 16 greedy tokens on the trained target equal the CPU's;
  *  - the speculative engine, unchanged, with target and draft on the GPU: greedy output equals
  *    GPU target-only greedy output;
@@ -149,6 +152,71 @@ static void test_graphs(const char *dir) {
     sm_model_free(eager); sm_model_free(graphed);
 }
 
+/* Every on_route call of a run, flattened: (layer, rows, top_k) headers and the ids as sets. */
+typedef struct route_rec {
+    int calls, n;
+    int head[256][3];
+    int ids[1 << 15];
+    float w[1 << 15];
+} route_rec;
+
+static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
+
+static void on_route(void *ctx, int layer, int n_rows, int top_k, const int *ids, const float *weights) {
+    route_rec *r = ctx;
+    if (r->calls == 256 || r->n + n_rows * top_k > (1 << 15)) return;
+    r->head[r->calls][0] = layer;
+    r->head[r->calls][1] = n_rows;
+    r->head[r->calls][2] = top_k;
+    r->calls++;
+    for (int i = 0; i < n_rows * top_k; i++) {
+        r->ids[r->n + i] = ids[i];
+        r->w[r->n + i] = weights[i];
+    }
+    for (int row = 0; row < n_rows; row++) qsort(r->ids + r->n + row * top_k, (size_t)top_k, sizeof(int), cmp_int);
+    r->n += n_rows * top_k;
+}
+
+static void observe(sm_model *m, route_rec *r) {
+    memset(r, 0, sizeof *r);
+    sm_route_observer obs = {.on_route = on_route, .ctx = r};
+    sm_model_set_route_observer(m, &obs);
+    free(prefill_decode(m));
+    sm_model_set_route_observer(m, NULL);
+}
+
+static void test_route_observer(const char *dir) {
+    static route_rec cpu, eager, graphed;
+    setenv("SPECMOE_CUDA_GRAPHS", "0", 1);
+    sm_model *me = load(dir, "cuda", 1, 64);
+    unsetenv("SPECMOE_CUDA_GRAPHS");
+    sm_model *mg = load(dir, "cuda", 1, 64), *mc = load(dir, "cpu", 1, 64);
+    if (me && mg && mc) {
+        observe(mc, &cpu);
+        observe(me, &eager);
+        observe(mg, &graphed);
+        int moe_layers = 0;
+        const sm_model_config *c = sm_model_cfg(mc);
+        for (int l = 0; l < c->num_layers; l++) moe_layers += c->layer_is_moe && c->layer_is_moe[l];
+        CHECK(cpu.calls == moe_layers * (1 + DECODE) && cpu.calls > 0, "%s: %d observer calls on the CPU", dir, cpu.calls);
+        CHECK(eager.calls == cpu.calls && graphed.calls == cpu.calls &&
+                  !memcmp(eager.head, cpu.head, sizeof(int) * 3 * (size_t)cpu.calls) &&
+                  !memcmp(graphed.head, cpu.head, sizeof(int) * 3 * (size_t)cpu.calls),
+              "%s: observer calls (layer, rows, top_k) differ between CPU, eager GPU and graphed GPU", dir);
+        CHECK(eager.n == graphed.n && !memcmp(eager.ids, graphed.ids, sizeof(int) * (size_t)eager.n) &&
+                  !memcmp(eager.w, graphed.w, sizeof(float) * (size_t)eager.n),
+              "%s: the routing observed from graphed steps differs from eager steps", dir);
+        int same = 0;
+        for (int i = 0; i < cpu.n && i < eager.n; i++) same += cpu.ids[i] == eager.ids[i];
+        printf("%s: route observer: %d calls, %d of %d expert choices as on the CPU\n", dir, cpu.calls, same, cpu.n);
+        CHECK(cpu.n == eager.n && same >= cpu.n * 95 / 100, "%s: only %d of %d observed expert choices agree with the CPU",
+              dir, same, cpu.n);
+    }
+    sm_model_free(me);
+    sm_model_free(mg);
+    sm_model_free(mc);
+}
+
 static int argmax(const float *v, int n) {
     int b = 0;
     for (int i = 1; i < n; i++) b = v[i] > v[b] ? i : b;
@@ -269,6 +337,8 @@ int main(void) {
     test_mixed_and_truncate("experiments/models/target");
     test_mixed_and_truncate("tests/fixtures/models/qwen2_moe");
     test_graphs("experiments/models/target");
+    test_route_observer("experiments/models/target");
+    test_route_observer("tests/fixtures/models/mixtral");
     test_greedy_target();
     test_spec_on_gpu();
     test_random_and_fit();
