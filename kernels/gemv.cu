@@ -8,55 +8,71 @@
 namespace {
 
 constexpr int GEMV_WARPS = 8;
-constexpr int GEMV_UNROLL = 8; /* 16-byte weight vectors per lane in flight: 4 KiB per warp */
+constexpr int GEMV_VECTORS = 8; /* 16-byte weight vectors per lane in flight (all columns): 4 KiB a warp */
 
-/* T: rows rounded up to a power of two (registers per accumulator set); rows <= T. */
-template <int T, bool Y_F32>
+/* T: rows rounded up to a power of two (registers per accumulator set); rows <= T.
+ * COLS: output columns per warp. Two on wide projections (q|k|v, lm_head) halve the CTAs at
+ * the same bytes in flight per warp, so the grid fits the machine in about one wave. */
+template <int T, bool Y_F32, int COLS>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
     gemv_kernel(const __nv_bfloat16 *__restrict__ x, const __nv_bfloat16 *__restrict__ w, void *y, float beta, int rows,
                 int n, int k) {
+    constexpr int GEMV_UNROLL = GEMV_VECTORS / COLS; /* per column and pass */
     extern __shared__ uint4 xs[]; /* [rows][k/8] */
     const int k8 = k / 8, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int col = blockIdx.x * GEMV_WARPS + warp;
-    const uint4 *wr = reinterpret_cast<const uint4 *>(w + (size_t)(col < n ? col : 0) * k);
+    const int col0 = (blockIdx.x * GEMV_WARPS + warp) * COLS;
+    const uint4 *wr[COLS];
+    bool live[COLS];
+#pragma unroll
+    for (int j = 0; j < COLS; j++) {
+        live[j] = col0 + j < n;
+        wr[j] = reinterpret_cast<const uint4 *>(w + (size_t)(live[j] ? col0 + j : 0) * k);
+    }
     /* The first weight vectors are requested before waiting for the kernel that writes x:
      * weights never change during a step, so their latency overlaps that kernel's tail. */
-    uint4 v[GEMV_UNROLL];
+    uint4 v[COLS][GEMV_UNROLL];
 #pragma unroll
     for (int u = 0; u < GEMV_UNROLL; u++) {
         const int c = u * 32 + lane;
-        v[u] = col < n && c < k8 ? sm_load_stream(wr + c) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int j = 0; j < COLS; j++) v[j][u] = live[j] && c < k8 ? sm_load_stream(wr[j] + c) : make_uint4(0, 0, 0, 0);
     }
     sm_pdl_trigger();
     sm_pdl_wait();
     const uint4 *xg = reinterpret_cast<const uint4 *>(x);
     for (int i = threadIdx.x; i < rows * k8; i += blockDim.x) xs[i] = xg[i];
     __syncthreads();
-    if (col >= n) return;
-    float acc[T];
+    if (col0 >= n) return;
+    float acc[COLS][T];
 #pragma unroll
-    for (int t = 0; t < T; t++) acc[t] = 0.0f;
+    for (int j = 0; j < COLS; j++)
+#pragma unroll
+        for (int t = 0; t < T; t++) acc[j][t] = 0.0f;
     for (int c0 = 0; c0 < k8; c0 += 32 * GEMV_UNROLL) {
         if (c0 > 0) {
 #pragma unroll
             for (int u = 0; u < GEMV_UNROLL; u++) { /* every load first: bytes in flight */
                 const int c = c0 + u * 32 + lane;
-                v[u] = c < k8 ? sm_load_stream(wr + c) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+                for (int j = 0; j < COLS; j++) v[j][u] = live[j] && c < k8 ? sm_load_stream(wr[j] + c) : make_uint4(0, 0, 0, 0);
             }
         }
 #pragma unroll
         for (int u = 0; u < GEMV_UNROLL; u++) {
             const int c = c0 + u * 32 + lane;
             if (c >= k8) break;
-            float fw[8];
-            sm_unpack8(v[u], fw);
+            float fw[COLS][8];
+#pragma unroll
+            for (int j = 0; j < COLS; j++) sm_unpack8(v[j][u], fw[j]);
 #pragma unroll
             for (int t = 0; t < T; t++) {
                 if (t < rows) {
                     float fx[8];
                     sm_unpack8(xs[t * k8 + c], fx);
 #pragma unroll
-                    for (int i = 0; i < 8; i++) acc[t] = fmaf(fw[i], fx[i], acc[t]);
+                    for (int j = 0; j < COLS; j++)
+#pragma unroll
+                        for (int i = 0; i < 8; i++) acc[j][t] = fmaf(fw[j][i], fx[i], acc[j][t]);
                 }
             }
         }
@@ -64,28 +80,39 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
 #pragma unroll
     for (int t = 0; t < T; t++) {
         if (t < rows) { /* rows is uniform, so every lane takes part in the shuffles */
-            const float s = sm_warp_sum(acc[t]);
-            if (lane == 0) {
-                const size_t o = (size_t)t * n + col;
-                if (Y_F32) {
-                    float *yf = static_cast<float *>(y);
-                    yf[o] = beta != 0.0f ? s + beta * yf[o] : s;
-                } else {
-                    static_cast<__nv_bfloat16 *>(y)[o] = __float2bfloat16_rn(s);
+#pragma unroll
+            for (int j = 0; j < COLS; j++) {
+                const float s = sm_warp_sum(acc[j][t]);
+                if (lane == j && live[j]) {
+                    const size_t o = (size_t)t * n + col0 + j;
+                    if (Y_F32) {
+                        float *yf = static_cast<float *>(y);
+                        yf[o] = beta != 0.0f ? s + beta * yf[o] : s;
+                    } else {
+                        static_cast<__nv_bfloat16 *>(y)[o] = __float2bfloat16_rn(s);
+                    }
                 }
             }
         }
     }
 }
 
+template <int T, int COLS>
+void launch_cols(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32, float beta,
+                 int rows, int n, int k) {
+    const dim3 grid((unsigned)((n + GEMV_WARPS * COLS - 1) / (GEMV_WARPS * COLS))), block(GEMV_WARPS * 32);
+    const size_t smem = (size_t)rows * k * 2;
+    const __nv_bfloat16 *xb = reinterpret_cast<const __nv_bfloat16 *>(x), *wb = reinterpret_cast<const __nv_bfloat16 *>(w);
+    if (y_f32) sm_launch_pdl(gemv_kernel<T, true, COLS>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k);
+    else sm_launch_pdl(gemv_kernel<T, false, COLS>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k);
+}
+
+/* Two columns a warp from 4096 columns up (q|k|v of Qwen3-30B is 5120, lm_head 151936). */
 template <int T>
 void launch(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32, float beta, int rows,
             int n, int k) {
-    const dim3 grid((unsigned)((n + GEMV_WARPS - 1) / GEMV_WARPS)), block(GEMV_WARPS * 32);
-    const size_t smem = (size_t)rows * k * 2;
-    const __nv_bfloat16 *xb = reinterpret_cast<const __nv_bfloat16 *>(x), *wb = reinterpret_cast<const __nv_bfloat16 *>(w);
-    if (y_f32) sm_launch_pdl(gemv_kernel<T, true>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k);
-    else sm_launch_pdl(gemv_kernel<T, false>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k);
+    if (n >= 4096) launch_cols<T, 2>(stream, x, w, y, y_f32, beta, rows, n, k);
+    else launch_cols<T, 1>(stream, x, w, y, y_f32, beta, rows, n, k);
 }
 
 /* Rows of x in shared memory: the default 48 KiB per block covers rows * k up to 24576 values

@@ -64,7 +64,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
                       const float *__restrict__ weight, __nv_bfloat16 *__restrict__ out,
                       const int *__restrict__ offsets, int num_experts, int K, int N) {
     constexpr int NL = GATED ? 2 : COLS;   /* weight rows per warp */
-    constexpr int U = GATED ? 8 : 4;       /* 16-byte vectors per lane and row in one pass */
+    constexpr int U = 4;                   /* 16-byte vectors per lane and row in one pass */
     sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
     sm_pdl_wait();
     __shared__ tile_pos pos;
