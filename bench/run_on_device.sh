@@ -7,7 +7,8 @@
 #     STAGES="tests decode profile layer peers hf" bash bench/run_on_device.sh   # run(..., carry=[BUILD])
 #
 # Stages (each under its own timeout, cut to what is left of BUDGET seconds):
-#   tests    every tests/test_gpu_* binary (SPECMOE_REQUIRE_GPU=1), memcheck on the kernel tests
+#   tests    every tests/test_gpu_* binary (SPECMOE_REQUIRE_GPU=1), compute-sanitizer memcheck and
+#            racecheck on the kernel tests
 #   decode   specmoe bench decode (Qwen3-30B-A3B shape, 48 layers, random weights), graphs and eager
 #   profile  Nsight Compute kernel durations of one eager batch-1 step of a PROFILE_LAYERS-layer cut
 #   layer    specmoe bench moe-layer, both presets
@@ -69,10 +70,13 @@ if has tests; then
   done
   cs=$(find_tool compute-sanitizer)
   if [ -n "$cs" ]; then
-    for t in "$BUILD"/tests/test_gpu_kernels "$BUILD"/tests/test_gpu_sample; do
-      [ -x "$t" ] || continue
-      run "memcheck_$(basename "$t")" 90 "$cs" --tool memcheck --error-exitcode 9 "$t" || status=1
-      note "  $(grep -E 'ERROR SUMMARY' "$LOGS/memcheck_$(basename "$t").log" | tail -1)"
+    for tool in memcheck racecheck; do
+      for t in "$BUILD"/tests/test_gpu_kernels "$BUILD"/tests/test_gpu_sample "$BUILD"/tests/test_gpu_fused_ops \
+        "$BUILD"/tests/test_gpu_gemv "$BUILD"/tests/test_gpu_model_ops; do
+        [ -x "$t" ] || continue
+        run "${tool}_$(basename "$t")" 120 "$cs" --tool "$tool" --error-exitcode 9 "$t" || status=1
+        note "  $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$LOGS/${tool}_$(basename "$t").log" | tail -1)"
+      done
     done
   else
     note "compute-sanitizer: not found"
