@@ -3,7 +3,7 @@
  *
  * Without a usable GPU a test prints why and exits 77, which ctest reports as "Skipped" (the
  * build must still link everywhere). With SPECMOE_REQUIRE_GPU=1 (set by
- * tests/gpu/run_on_device.sh) a missing GPU is a failure instead. */
+ * bench/run_on_device.sh) a missing GPU is a failure instead. */
 #ifndef SM_GPU_TEST_H
 #define SM_GPU_TEST_H
 
