@@ -341,13 +341,6 @@ constexpr int ROUTE_MAX_BLOCKS = 128;
 
 } // namespace
 
-#define NEED(cond, ...)                                                     \
-    do {                                                                    \
-        if (!(cond)) return sm_fail(err, SM_EINVAL, __VA_ARGS__);           \
-    } while (0)
-
-typedef const __nv_bfloat16 *cbf;
-
 extern "C" sm_status sm_cuda_qk_norm_rope_kv(cudaStream_t stream, float *qkv, int stride, int rows, int heads,
                                              int kv_heads, int head_dim, const sm_bf16_bits *q_norm,
                                              const sm_bf16_bits *k_norm, float eps, const int *pos, float theta,

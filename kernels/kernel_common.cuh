@@ -17,6 +17,15 @@ static inline sm_status sm_kernel_launched(const char *kernel, sm_error *err) {
     return SM_OK;
 }
 
+/* In a launcher: return SM_EINVAL with the message when an argument check fails (the message
+ * names the launcher and the bad values). */
+#define NEED(cond, ...)                                                     \
+    do {                                                                    \
+        if (!(cond)) return sm_fail(err, SM_EINVAL, __VA_ARGS__);           \
+    } while (0)
+
+typedef const __nv_bfloat16 *cbf; /* BF16 bits from a C header, as the kernels read them */
+
 /* Eight BF16 values packed in 16 bytes (one vector load) unpacked to fp32: a BF16 is the top
  * half of the fp32 with the same value, so the conversion is a shift or a mask. */
 __device__ __forceinline__ void sm_unpack8(const uint4 v, float f[8]) {

@@ -187,13 +187,6 @@ unsigned grid_for(long work, int threads) {
 
 } // namespace
 
-#define NEED(cond, ...)                                                     \
-    do {                                                                    \
-        if (!(cond)) return sm_fail(err, SM_EINVAL, __VA_ARGS__);           \
-    } while (0)
-
-typedef const __nv_bfloat16 *cbf;
-
 extern "C" sm_status sm_cuda_embed_gather(cudaStream_t stream, const sm_bf16_bits *embed, const int *tokens, float *x,
                                           int rows, int hidden, sm_error *err) {
     NEED(rows >= 0 && hidden > 0, "embed_gather: bad shape (rows %d, hidden %d)", rows, hidden);

@@ -435,11 +435,6 @@ __global__ void __launch_bounds__(kThreads)
 
 } // namespace
 
-#define NEED(cond, ...)                                                     \
-    do {                                                                    \
-        if (!(cond)) return sm_fail(err, SM_EINVAL, __VA_ARGS__);           \
-    } while (0)
-
 extern "C" sm_status sm_cuda_sampling_probs(cudaStream_t stream, const float *logits, int rows, int vocab,
                                             float temperature, int top_k, float top_p, float *probs, sm_error *err) {
     NEED(rows >= 0 && vocab > 0, "sampling_probs: bad shape (rows %d, vocab %d)", rows, vocab);
