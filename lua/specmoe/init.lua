@@ -66,6 +66,7 @@ for k in pairs(GROUPS) do ARM_KEYS[k] = "table" end
 -- Keys of an experiment: every arm key (a default for all arms) and its own.
 local EXPERIMENT_KEYS = {
   description = "string", repeats = "integer", order = "string", record_routes = "boolean",
+  warmup_requests = "integer",
   arms = "table",
 }
 for k, t in pairs(ARM_KEYS) do EXPERIMENT_KEYS[k] = t end

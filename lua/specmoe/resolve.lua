@@ -268,9 +268,13 @@ function M.experiment(t, env)
     repeats = math.tointeger(t.repeats or 1),
     order = t.order or "interleaved",
     record_routes = t.record_routes or false,
+    warmup_requests = math.tointeger(t.warmup_requests or 0),
     seed = math.tointeger(t.seed or 0),
   }
   if x.repeats < 1 then fail(at, "sm.experiment: repeats must be >= 1, got %d", x.repeats) end
+  if x.warmup_requests < 0 then
+    fail(at, "sm.experiment: warmup_requests must be >= 0, got %d", x.warmup_requests)
+  end
   one_of(x.order, env.ORDERS, "order", at, "sm.experiment")
 
   local defaults_src = {}

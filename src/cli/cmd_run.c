@@ -213,6 +213,29 @@ static sm_status run_arm_repeat(run_env *env, const sm_arm *a, int64_t arm_id, i
     if (s != SM_OK) sm_error_prefix(err, "%s: arm '%s': ", a->where, a->name);
     if (s == SM_OK) s = sm_route_tap_create(engine, target, draft, env->x->record_routes, &tap, err);
     if (s == SM_OK) s = sm_calloc((void **)&reqs, (size_t)w.n, sizeof *reqs, "requests", err);
+    /* Generated prompts run to max_new_tokens (vLLM's random dataset ignores EOS too), so
+     * every arm produces the same number of tokens; prompts from a file stop at EOS. */
+    bool use_eos = a->prompts_file != NULL;
+    sm_sched_opts so = {.request_rate = a->request_rate, .max_concurrency = a->max_concurrency,
+                        .stop_ids = use_eos ? cfg->eos_token_ids : NULL,
+                        .n_stop_ids = use_eos ? cfg->n_eos_token_ids : 0,
+                        .seed = (uint64_t)seed, .stop_flag = &stop_requested};
+    if (s == SM_OK && env->x->warmup_requests > 0) {
+        /* The first requests of the workload, closed loop and unrecorded: CUDA graph captures,
+         * lazy allocations and cold caches land here instead of in the first run's tails. */
+        sm_workload warm = {.items = w.items, .n = env->x->warmup_requests < w.n ? env->x->warmup_requests : w.n};
+        sm_sched_opts wso = so;
+        wso.request_rate = 0;
+        s = sm_sched_run(engine, &warm, &wso, NULL, reqs, err);
+        if (s != SM_OK) {
+            sm_error_prefix(err, "%s: arm '%s' repeat %d: warm-up: ", a->where, a->name, repeat);
+        } else {
+            int64_t tokens = 0;
+            for (int i = 0; i < warm.n; i++) tokens += reqs[i].output_tokens;
+            fprintf(stderr, "warm-up before arm '%s' repeat %d: %d requests, %lld tokens (not recorded)\n", a->name,
+                    repeat, warm.n, (long long)tokens);
+        }
+    }
     int64_t run_id = 0;
     if (s == SM_OK) s = sm_recorder_begin_run(env->rec, arm_id, repeat, seed, &run_id, err);
     if (s == SM_OK) {
@@ -221,13 +244,6 @@ static sm_status run_arm_repeat(run_env *env, const sm_arm *a, int64_t arm_id, i
         sm_sched_sink sink = {.ctx = &rc, .on_emission = sink_emission, .on_step = sink_step,
                               .on_request_done = sink_request_done, .after_step = sink_after_step,
                               .progress = sink_progress};
-        /* Generated prompts run to max_new_tokens (vLLM's random dataset ignores EOS too), so
-         * every arm produces the same number of tokens; prompts from a file stop at EOS. */
-        bool use_eos = a->prompts_file != NULL;
-        sm_sched_opts so = {.request_rate = a->request_rate, .max_concurrency = a->max_concurrency,
-                            .stop_ids = use_eos ? cfg->eos_token_ids : NULL,
-                            .n_stop_ids = use_eos ? cfg->n_eos_token_ids : 0,
-                            .seed = (uint64_t)seed, .stop_flag = &stop_requested};
         s = sm_sched_run(engine, &w, &so, &sink, reqs, err);
         if (env->tty) fputs("\r\033[K", stderr);
         if (s == SM_OK) {

@@ -112,9 +112,12 @@ void sm_experiment_free(sm_experiment *x) {
 
 void sm_experiment_print(const sm_experiment *x, void *file) {
     FILE *f = file;
-    fprintf(f, "experiment %s: %d arm%s x %d repeat%s = %d runs, order %s%s\n", x->name, x->n_arms,
+    fprintf(f, "experiment %s: %d arm%s x %d repeat%s = %d runs, order %s%s", x->name, x->n_arms,
             x->n_arms == 1 ? "" : "s", x->repeats, x->repeats == 1 ? "" : "s", x->n_schedule, x->order,
             x->record_routes ? ", route traces recorded" : "");
+    if (x->warmup_requests > 0) fprintf(f, ", %d untimed warm-up request%s per run", x->warmup_requests,
+                                        x->warmup_requests == 1 ? "" : "s");
+    fputc('\n', f);
     for (int i = 0; i < x->n_arms; i++) {
         const sm_arm *a = &x->arms[i];
         fprintf(f, "\narm %d: %s  (%s)\n", i, a->name, a->where ? a->where : "?");

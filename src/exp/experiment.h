@@ -54,6 +54,7 @@ typedef struct sm_experiment {
     int repeats;
     char *order;              /* "interleaved", "sequential", "shuffled" */
     bool record_routes;
+    int warmup_requests;      /* untimed requests through each run's engine first (SGLang's --warmup-requests) */
     sm_arm *arms;
     int n_arms;
     sm_run_slot *schedule;    /* the runs in execution order */

@@ -65,6 +65,7 @@ static sm_status read_experiment(lua_State *L, sm_experiment *x, sm_error *err) 
     SM_TRY(read_string_field(L, "description", &x->description, err));
     SM_TRY(read_string_field(L, "order", &x->order, err));
     x->repeats = (int)read_int_field(L, "repeats");
+    x->warmup_requests = (int)read_int_field(L, "warmup_requests");
     lua_getfield(L, -1, "record_routes");
     x->record_routes = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -108,6 +109,8 @@ static sm_status read_experiment(lua_State *L, sm_experiment *x, sm_error *err) 
     json_object_set_new(o, "repeats", json_integer(x->repeats));
     json_object_set_new(o, "order", json_string(x->order));
     json_object_set_new(o, "record_routes", json_boolean(x->record_routes));
+    /* only when set, so experiments recorded before the key existed still match and resume */
+    if (x->warmup_requests > 0) json_object_set_new(o, "warmup_requests", json_integer(x->warmup_requests));
     for (int i = 0; i < x->n_arms; i++) {
         json_error_t je;
         json_array_append_new(arms, json_loads(x->arms[i].settings_json, 0, &je));

@@ -246,6 +246,27 @@ v1() { sqlite3 "$V1" "$1"; }
   || fail "new arm in a migrated database: no device"
 "$BIN" report "$V1" --experiment bf16 >/dev/null 2>"$T/v1rep" || fail "report on the migrated database: $(cat "$T/v1rep")"
 
+# warm-up requests: untimed, unrecorded, announced by --dry-run; a negative count is an error
+cat >"$T/warm.lua" <<LUA
+local sm = require "specmoe"
+return sm.experiment {
+  name = "warm",
+  target = sm.model { path = "$FIX", moe_runner_backend = "ref" },
+  workload = { num_prompts = 4, random_input_len = 6, max_new_tokens = 3 },
+  warmup_requests = 3,
+  arms = { sm.arm { name = "only" } },
+}
+LUA
+"$BIN" run "$T/warm.lua" --db "$T/warm.db" --dry-run >"$T/warmdry" 2>&1 || fail "warm-up dry-run: $(cat "$T/warmdry")"
+grep -q "3 untimed warm-up requests per run" "$T/warmdry" || fail "dry-run does not announce the warm-up: $(head -3 "$T/warmdry")"
+"$BIN" run "$T/warm.lua" --db "$T/warm.db" >"$T/warmrun" 2>&1 || fail "warm-up run: $(cat "$T/warmrun")"
+grep -q "warm-up before arm 'only' repeat 0: 3 requests, 9 tokens (not recorded)" "$T/warmrun" \
+  || fail "the warm-up did not run 3 requests of 3 tokens: $(cat "$T/warmrun")"
+[ "$(sqlite3 "$T/warm.db" "SELECT COUNT(*) FROM requests")" = 4 ] \
+  || fail "warm-up requests were recorded: $(sqlite3 "$T/warm.db" "SELECT COUNT(*) FROM requests") requests for 4 prompts"
+sed 's/warmup_requests = 3/warmup_requests = -1/' "$T/warm.lua" >"$T/warmbad.lua"
+expect_error "$T/warmbad.lua" "warmbad.lua:2:" "warmup_requests must be >= 0, got -1"
+
 # report: table, A/B with intervals, verdicts
 "$BIN" report "$DB" >"$T/report" 2>&1 || fail "report failed: $(cat "$T/report")"
 for pat in "experiment 'tiny'" "self_draft .* 1.000" "A = baseline, B = self_draft" "95% CI \[" "acceptance_rate .* n/a" "significant"; do
