@@ -48,7 +48,7 @@ static int parse_list(const char *text, int **out, int *n) {
 
 int sm_cmd_bench_decode(int argc, char **argv) {
     const char *preset = NULL, *model = NULL, *weights = NULL, *batches_text = "1,2,4,8,16,32,64", *runner = NULL;
-    const char *drafter = NULL, *draft_dir = NULL;
+    const char *drafter = NULL, *draft_dir = NULL, *draft_runner = NULL;
     int k = 4;
     int seed = 0, prompt = 32, steps = 20, warmup = 3, layers = 0;
     bool eager = false;
@@ -67,6 +67,7 @@ int sm_cmd_bench_decode(int argc, char **argv) {
         {"speculative-algorithm", SM_ARG_STRING, &drafter, "also decode speculatively: model | ngram | self (first half of the layers)"},
         {"speculative-draft-model-path", SM_ARG_STRING, &draft_dir, "draft checkpoint for --speculative-algorithm model"},
         {"num-speculative-tokens", SM_ARG_INT, &k, "k, drafts per step (default 4)"},
+        {"speculative-moe-runner-backend", SM_ARG_STRING, &draft_runner, "MoE runner backend of the draft model"},
     };
     const char *pos[1];
     int n_pos;
@@ -127,7 +128,8 @@ int sm_cmd_bench_decode(int argc, char **argv) {
                               .random_weights = preset ? !weights || !strcmp(weights, "random") : weights && !strcmp(weights, "random"),
                               .seed = (uint64_t)seed, .runner = runner, .batches = batches, .n_batches = n_batches,
                               .prompt = prompt, .steps = steps, .warmup = warmup, .eager = eager,
-                              .drafter = drafter, .num_speculative_tokens = k, .draft_dir = draft_dir, .out = stdout};
+                              .drafter = drafter, .num_speculative_tokens = k, .draft_dir = draft_dir,
+                              .draft_runner = draft_runner, .out = stdout};
     sm_error err = {0};
     if (sm_bench_decode(&o, &err)) fprintf(stderr, "specmoe bench decode: %s\n", err.msg);
     else rc = 0;
@@ -135,6 +137,7 @@ int sm_cmd_bench_decode(int argc, char **argv) {
     (void)model_dir;
     (void)eager;
     (void)draft_dir;
+    (void)draft_runner;
     fprintf(stderr, "specmoe bench decode: this build has no CUDA (configure with -DSPECMOE_CUDA=ON)\n");
 #endif
     if (preset) {

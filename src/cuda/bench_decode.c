@@ -115,7 +115,8 @@ static sm_status bench_spec(const sm_bench_decode_opts *o, sm_model *target, int
     int k = o->num_speculative_tokens, L = c->num_layers, n_self = L / 2 > 0 ? L / 2 : 1;
     sm_model *draft = NULL;
     if (!strcmp(o->drafter, "model")) {
-        sm_model_opts dopts = {.device = "cuda", .max_seqs = max_batch, .max_context = sm_model_max_context(target)};
+        sm_model_opts dopts = {.device = "cuda", .moe_runner_backend = o->draft_runner, .max_seqs = max_batch,
+                               .max_context = sm_model_max_context(target)};
         SM_TRY(sm_model_load(o->draft_dir, &dopts, &draft, err));
     }
     int *self_layers = malloc((size_t)n_self * sizeof *self_layers), *tokens = malloc((size_t)o->prompt * sizeof *tokens);

@@ -27,6 +27,7 @@ typedef struct sm_bench_decode_opts {
     const char *drafter;          /* "model", "ngram" or "self" */
     int num_speculative_tokens;   /* k */
     const char *draft_dir;        /* "model": the draft checkpoint (BF16 on the same GPU) */
+    const char *draft_runner;     /* its MoE runner backend (NULL = auto) */
     FILE *out;
 } sm_bench_decode_opts;
 
