@@ -92,6 +92,12 @@ CREATE TABLE arms (
     -- database then have the same column order.
     target_device             TEXT NOT NULL DEFAULT 'cpu', -- 'cpu' or 'cuda': where weights, KV cache and math live
     draft_device              TEXT,              -- NULL unless drafter = 'model'
+    -- Added in version 3 (db/migrations/003.sql): weights drawn from a seed instead of read from
+    -- the checkpoint (a config.json alone: full-size shapes without a download, GPU only).
+    target_weights            TEXT NOT NULL DEFAULT 'checkpoint', -- 'checkpoint' or 'random'
+    target_weights_seed       INTEGER NOT NULL DEFAULT 0,         -- seed of random weights
+    draft_weights             TEXT,              -- NULL unless drafter = 'model'
+    draft_weights_seed        INTEGER NOT NULL DEFAULT 0,
     UNIQUE (experiment_id, arm_index),
     UNIQUE (experiment_id, name)
 );
@@ -189,5 +195,5 @@ CREATE TABLE route_traces (
 );
 CREATE INDEX route_traces_by_request ON route_traces (run_id, request_index, position);
 
-INSERT INTO schema_version (version, applied_at, note) VALUES (2, (julianday('now') - 2440587.5) * 86400.0, 'new database');
-PRAGMA user_version = 2;
+INSERT INTO schema_version (version, applied_at, note) VALUES (3, (julianday('now') - 2440587.5) * 86400.0, 'new database');
+PRAGMA user_version = 3;

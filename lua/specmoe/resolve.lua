@@ -117,8 +117,15 @@ local function check_model(a, prefix, at, context, script_dir)
     end
   end
   if dtype ~= "auto" then dtype = core.dtype_canonical(dtype) end
+  local weights, seed = a[prefix .. "_weights"] or "checkpoint", a[prefix .. "_weights_seed"] or 0
+  one_of(weights, { checkpoint = true, random = true }, "weights (" .. prefix .. "_weights)", at, context)
+  if weights == "random" and device ~= "cuda" then
+    fail(at, "%s: %s_weights = \"random\" needs %s_device = \"cuda\" (the CPU model reads its checkpoint)", context,
+      prefix, prefix)
+  end
+  if seed < 0 then fail(at, "%s: %s_weights_seed must be >= 0, got %d", context, prefix, seed) end
   a[prefix .. "_moe_runner_backend"], a[prefix .. "_moe_a2a_backend"], a[prefix .. "_dtype"] = runner, a2a, dtype
-  a[prefix .. "_device"] = device
+  a[prefix .. "_device"], a[prefix .. "_weights"], a[prefix .. "_weights_seed"] = device, weights, seed
   return info
 end
 
@@ -152,7 +159,7 @@ local function resolve_arm(a, at, context, exp_seed, script_dir)
   end
   if a.drafter ~= "model" then
     a.draft_model_path, a.draft_moe_runner_backend, a.draft_dtype, a.draft_moe_a2a_backend = nil, nil, nil, nil
-    a.draft_device = nil
+    a.draft_device, a.draft_weights, a.draft_weights_seed = nil, nil, nil
   end
   if a.drafter == "ngram" then
     a.prompt_lookup_min = a.prompt_lookup_min or 1

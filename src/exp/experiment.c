@@ -5,9 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define S(name, field, nullable) {name, SM_SETTING_STRING, offsetof(sm_arm, field), nullable}
-#define I(name, field, nullable) {name, SM_SETTING_INT, offsetof(sm_arm, field), nullable}
-#define R(name, field, nullable) {name, SM_SETTING_REAL, offsetof(sm_arm, field), nullable}
+#define S(name, field, nullable) {name, SM_SETTING_STRING, offsetof(sm_arm, field), nullable, false}
+#define I(name, field, nullable) {name, SM_SETTING_INT, offsetof(sm_arm, field), nullable, false}
+#define R(name, field, nullable) {name, SM_SETTING_REAL, offsetof(sm_arm, field), nullable, false}
+#define W(name, field, nullable) {name, SM_SETTING_STRING, offsetof(sm_arm, field), nullable, true}
+#define W64(name, field, nullable) {name, SM_SETTING_INT64, offsetof(sm_arm, field), nullable, true}
 
 /* Order = the order --dry-run and the JSON list them: a model's settings together, so the arms
  * table's columns (added over schema versions) may come in another order. "name" is handled
@@ -18,11 +20,15 @@ const sm_setting sm_arm_settings[] = {
     S("target_dtype", target.dtype, false),
     S("target_moe_a2a_backend", target.moe_a2a_backend, false),
     S("target_device", target.device, false),
+    W("target_weights", target.weights, false),
+    W64("target_weights_seed", target.weights_seed, false),
     S("draft_model_path", draft.path, true),
     S("draft_moe_runner_backend", draft.moe_runner_backend, true),
     S("draft_dtype", draft.dtype, true),
     S("draft_moe_a2a_backend", draft.moe_a2a_backend, true),
     S("draft_device", draft.device, true),
+    W("draft_weights", draft.weights, true),
+    W64("draft_weights_seed", draft.weights_seed, true),
     S("drafter", drafter, false),
     I("num_speculative_tokens", num_speculative_tokens, false),
     I("prompt_lookup_min", prompt_lookup_min, true),
@@ -31,7 +37,7 @@ const sm_setting sm_arm_settings[] = {
     R("temperature", temperature, false),
     R("top_p", top_p, false),
     I("top_k", top_k, false),
-    {"seed", SM_SETTING_INT64, offsetof(sm_arm, seed), false},
+    {"seed", SM_SETTING_INT64, offsetof(sm_arm, seed), false, false},
     S("workload_kind", workload_kind, false),
     S("prompts_file", prompts_file, true),
     I("num_prompts", num_prompts, false),
@@ -50,6 +56,10 @@ sm_status sm_arm_make_json(sm_arm *arm, sm_error *err) {
         const sm_setting *s = &sm_arm_settings[i];
         const char *p = (const char *)arm + s->offset;
         json_t *v = NULL;
+        if (s->json_if_set && (s->kind == SM_SETTING_STRING
+                                   ? !*(char *const *)p || !strcmp(*(char *const *)p, "checkpoint")
+                                   : *(const int64_t *)p == 0))
+            continue;
         switch (s->kind) {
         case SM_SETTING_STRING: {
             const char *str = *(char *const *)p;
@@ -84,6 +94,7 @@ static void free_model(sm_model_settings *m) {
     free(m->dtype);
     free(m->moe_a2a_backend);
     free(m->device);
+    free(m->weights);
 }
 
 void sm_experiment_free(sm_experiment *x) {
@@ -133,7 +144,9 @@ void sm_experiment_print(const sm_experiment *x, void *file) {
             case SM_SETTING_INT:
                 if (!s->nullable || *(const int *)p) fprintf(f, "  %-26s %d\n", s->name, *(const int *)p);
                 break;
-            case SM_SETTING_INT64: fprintf(f, "  %-26s %lld\n", s->name, (long long)*(const int64_t *)p); break;
+            case SM_SETTING_INT64:
+                if (!s->nullable || *(const int64_t *)p) fprintf(f, "  %-26s %lld\n", s->name, (long long)*(const int64_t *)p);
+                break;
             case SM_SETTING_REAL:
                 if (!s->nullable || *(const double *)p) fprintf(f, "  %-26s %g\n", s->name, *(const double *)p);
                 break;

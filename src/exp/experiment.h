@@ -19,6 +19,8 @@ typedef struct sm_model_settings {
     char *dtype;              /* "auto" (as stored) or a dtype name */
     char *moe_a2a_backend;    /* "local", ... */
     char *device;             /* "cpu" or "cuda" (sm_model_opts.device) */
+    char *weights;            /* "checkpoint" or "random" (sm_model_opts.random_weights; cuda only) */
+    int64_t weights_seed;     /* seed of random weights */
 } sm_model_settings;
 
 typedef struct sm_arm {
@@ -71,6 +73,9 @@ typedef struct sm_setting {
     sm_setting_kind kind;
     size_t offset;            /* into sm_arm */
     bool nullable;            /* NULL string / 0 number stored as SQL NULL */
+    /* Left out of the arm's JSON while at its default (NULL / "checkpoint" / 0): an experiment
+     * recorded before the setting existed keeps its JSON, so it still matches and resumes. */
+    bool json_if_set;
 } sm_setting;
 
 extern const sm_setting sm_arm_settings[];

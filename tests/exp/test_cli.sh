@@ -238,13 +238,34 @@ sqlite3 "$V1" "INSERT INTO experiments (experiment_id, name, settings_json, crea
 grep -q "specmoe run. with this database migrates it" "$T/v1err" || fail "report on v1: $(cat "$T/v1err")"
 "$BIN" run "$T/bf16.lua" --db "$V1" >"$T/v1run" 2>&1 || fail "run on a version-1 database: $(cat "$T/v1run")"
 v1() { sqlite3 "$V1" "$1"; }
-[ "$(v1 "PRAGMA user_version")" = 2 ] || fail "v1 database not migrated: version $(v1 "PRAGMA user_version")"
+[ "$(v1 "PRAGMA user_version")" = 3 ] || fail "v1 database not migrated: version $(v1 "PRAGMA user_version")"
+[ "$(v1 "SELECT target_weights || ',' || IFNULL(draft_weights, '-') FROM arms WHERE name = 'old_spec'")" = "checkpoint,checkpoint" ] \
+  || fail "migrated arm weights: $(v1 "SELECT target_weights, draft_weights FROM arms WHERE name = 'old_spec'")"
 [ "$(v1 "SELECT target_device || ',' || draft_device FROM arms WHERE name = 'old_spec'")" = "cpu,cpu" ] \
   || fail "migrated arm devices: $(v1 "SELECT target_device, draft_device FROM arms WHERE name = 'old_spec'")"
 [ "$(v1 "SELECT COUNT(*) FROM runs WHERE status = 'ok'")" = 2 ] || fail "migrated database: old run lost or new one missing"
 [ "$(v1 "SELECT target_device FROM arms JOIN experiments USING (experiment_id) WHERE experiments.name = 'bf16'")" = cpu ] \
   || fail "new arm in a migrated database: no device"
 "$BIN" report "$V1" --experiment bf16 >/dev/null 2>"$T/v1rep" || fail "report on the migrated database: $(cat "$T/v1rep")"
+
+# random weights: GPU only, said with the sm.model line; kept out of the arm JSON while unset
+cat >"$T/randw.lua" <<LUA
+local sm = require "specmoe"
+return sm.experiment {
+  target = sm.model { path = "$FIX", weights = "random", weights_seed = 7 },
+}
+LUA
+expect_error "$T/randw.lua" "randw.lua:3:" "target_weights = \"random\" needs target_device = \"cuda\""
+sed 's/weights = "random"/weights = "randm"/' "$T/randw.lua" >"$T/randw2.lua"
+expect_error "$T/randw2.lua" "randw2.lua:3:" "unknown weights \(target_weights\) 'randm'" "did you mean 'random'"
+sed 's/weights = "random", weights_seed = 7/weights = "random", weights_seed = 7, device = "cuda"/' "$T/randw.lua" >"$T/randw3.lua"
+if grep -q "built without CUDA" "$T/help"; then
+  expect_error "$T/randw3.lua" "randw3.lua:3:" "built without CUDA"
+else
+  "$BIN" run "$T/randw3.lua" --dry-run >"$T/randw3" 2>&1 || fail "random-weights dry-run: $(cat "$T/randw3")"
+  grep -qE "target_weights +random" "$T/randw3" && grep -qE "target_weights_seed +7" "$T/randw3" \
+    || fail "dry-run lacks the random weights: $(cat "$T/randw3")"
+fi
 
 # warm-up requests: untimed, unrecorded, announced by --dry-run; a negative count is an error
 cat >"$T/warm.lua" <<LUA
@@ -262,6 +283,10 @@ grep -q "3 untimed warm-up requests per run" "$T/warmdry" || fail "dry-run does 
 "$BIN" run "$T/warm.lua" --db "$T/warm.db" >"$T/warmrun" 2>&1 || fail "warm-up run: $(cat "$T/warmrun")"
 grep -q "warm-up before arm 'only' repeat 0: 3 requests, 9 tokens (not recorded)" "$T/warmrun" \
   || fail "the warm-up did not run 3 requests of 3 tokens: $(cat "$T/warmrun")"
+[ "$(sqlite3 "$T/warm.db" "SELECT target_weights || ',' || target_weights_seed FROM arms")" = "checkpoint,0" ] \
+  || fail "arm weights column: $(sqlite3 "$T/warm.db" "SELECT target_weights, target_weights_seed FROM arms")"
+sqlite3 "$T/warm.db" "SELECT settings_json FROM arms" | grep -q weights \
+  && fail "default weights written into the arm JSON (experiments recorded before version 3 would not resume)"
 [ "$(sqlite3 "$T/warm.db" "SELECT COUNT(*) FROM requests")" = 4 ] \
   || fail "warm-up requests were recorded: $(sqlite3 "$T/warm.db" "SELECT COUNT(*) FROM requests") requests for 4 prompts"
 sed 's/warmup_requests = 3/warmup_requests = -1/' "$T/warm.lua" >"$T/warmbad.lua"
