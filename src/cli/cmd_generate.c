@@ -45,7 +45,7 @@ typedef struct gen_opts {
     const char *self_layers, *self_skip_layers;
     int max_new, seed, threads, top_k, k, self_top_k, ngram_min, ngram_max;
     double temperature, top_p;
-    bool print_ids, ignore_eos, json;
+    bool print_ids, ignore_eos, json, eager;
 } gen_opts;
 
 #define K_UNSET (-2147483647 - 1)
@@ -128,6 +128,7 @@ int sm_cmd_generate(int argc, char **argv) {
         {"seed", SM_ARG_INT, &o.seed, "random seed (default 0); also of --weights random"},
         {"device", SM_ARG_STRING, &o.device, "cpu | cuda: where target and draft run (default cpu)"},
         {"weights", SM_ARG_STRING, &o.weights, "checkpoint | random (random: only config.json is read; needs --device cuda)"},
+        {"eager", SM_ARG_FLAG, &o.eager, "with --device cuda: no CUDA graphs (every step launched kernel by kernel)"},
         {"moe-runner-backend", SM_ARG_STRING, &o.runner, "MoE runner backend (default auto)"},
         {"dtype", SM_ARG_STRING, &o.dtype, "expert weight dtype: auto | f32 | bf16 | ... as the runner takes (default auto)"},
         {"threads", SM_ARG_INT, &o.threads, "CPU threads (default: all cores)"},
@@ -177,7 +178,8 @@ int sm_cmd_generate(int argc, char **argv) {
     }
     bool random_weights = o.weights && !strcmp(o.weights, "random");
     sm_model_opts opts = {.moe_runner_backend = o.runner, .n_threads = o.threads, .max_seqs = 1, .dtype = o.dtype,
-                          .device = o.device, .random_weights = random_weights, .seed = (uint64_t)o.seed};
+                          .device = o.device, .random_weights = random_weights, .seed = (uint64_t)o.seed,
+                          .eager = o.eager};
     if (sm_model_load(o.model_dir, &opts, &m, &err)) { rc = fail("generate", &err); goto done; }
     const sm_model_config *cfg = sm_model_cfg(m);
     const sm_tokenizer *tok = sm_model_tokenizer(m);
@@ -202,7 +204,7 @@ int sm_cmd_generate(int argc, char **argv) {
         .sampling = {.temperature = (float)o.temperature, .top_p = (float)o.top_p, .top_k = o.top_k},
         .draft_dir = o.draft_dir,
         .draft_opts = {.moe_runner_backend = o.draft_runner, .n_threads = o.threads, .dtype = o.draft_dtype,
-                       .device = o.device},
+                       .device = o.device, .eager = o.eager},
         .ngram_min = o.ngram_min, .ngram_max = o.ngram_max,
         .self_layers = o.self_layers ? self_list : NULL, .n_self_layers = o.self_layers ? n_self_list : 0,
         .self_skip_layers = o.self_skip_layers ? self_list : NULL, .n_self_skip_layers = o.self_skip_layers ? n_self_list : 0,

@@ -147,11 +147,11 @@ sm_status sm_bench_decode(const sm_bench_decode_opts *o, sm_error *err) {
     SM_TRY(copy_bandwidth(&copy_bw, err));
     struct cudaDeviceProp prop;
     SM_TRY(sm_cuda_check(cudaGetDeviceProperties(&prop, 0), err, "bench decode: device properties"));
-    if (o->eager) setenv("SPECMOE_CUDA_GRAPHS", "0", 1);
     int k = o->drafter ? o->num_speculative_tokens : 0;
     int context = o->prompt + (o->warmup + o->steps + 2) * (k + 1) + 8;
     sm_model_opts mo = {.device = "cuda", .random_weights = o->random_weights, .seed = o->seed,
-                        .moe_runner_backend = o->runner, .max_seqs = max_batch, .max_context = context};
+                        .moe_runner_backend = o->runner, .max_seqs = max_batch, .max_context = context,
+                        .eager = o->eager};
     sm_model *m = NULL;
     double t_load = now_s();
     SM_TRY(sm_model_load(o->model_dir, &mo, &m, err));

@@ -156,7 +156,7 @@ static sm_status instance_create(dev_weights *w, const sm_model_opts *opts, int 
     m->w = w;
     m->max_seqs = max_seqs;
     m->max_context = max_context;
-    m->eager = getenv("SPECMOE_CUDA_GRAPHS") && !strcmp(getenv("SPECMOE_CUDA_GRAPHS"), "0");
+    m->eager = opts && opts->eager;
     const sm_model_config *c = w->cfg;
     size_t kv_bytes = sm_cuda_model_kv_bytes(c, max_seqs, max_context), ws_bytes = ws_layout(m, NULL);
     if (check_fit) {
@@ -187,7 +187,6 @@ static sm_status instance_create(dev_weights *w, const sm_model_opts *opts, int 
     if ((s = sm_cuda_check(cudaMemsetAsync(m->kv, 0, kv_bytes, m->stream), err, "GPU model: clearing the KV cache")) ||
         (s = sm_cuda_check(cudaStreamSynchronize(m->stream), err, "GPU model: clearing the KV cache")))
         goto fail;
-    (void)opts;
     *out = m;
     return SM_OK;
 fail:

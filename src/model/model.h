@@ -26,6 +26,7 @@ typedef struct sm_model_opts {
     bool random_weights;            /* weights drawn from seed instead of read: only config.json is
                                        needed (full-size benchmarks without a download); cuda only */
     uint64_t seed;                  /* of the random weights */
+    bool eager;                     /* cuda: launch every step kernel by kernel, no CUDA graphs (A/B) */
 } sm_model_opts;
 
 /* One row of a forward batch. Rows of the same sequence must have consecutive positions

@@ -30,13 +30,17 @@
 #define PROMPT 12
 #define DECODE 4
 
-static sm_model *load(const char *dir, const char *device, int max_seqs, int max_context) {
-    sm_model_opts o = {.n_threads = 2, .max_seqs = max_seqs, .max_context = max_context, .device = device};
+static sm_model *load_opts(const char *dir, const char *device, int max_seqs, int max_context, bool eager) {
+    sm_model_opts o = {.n_threads = 2, .max_seqs = max_seqs, .max_context = max_context, .device = device, .eager = eager};
     sm_model *m = NULL;
     sm_error err = {0};
     sm_status s = sm_model_load(dir, &o, &m, &err);
     CHECK(s == SM_OK, "loading %s on %s: %s", dir, device, err.msg);
     return s ? NULL : m;
+}
+
+static sm_model *load(const char *dir, const char *device, int max_seqs, int max_context) {
+    return load_opts(dir, device, max_seqs, max_context, false);
 }
 
 static double worst_rel(const float *a, const float *b, int rows, int V) {
@@ -138,9 +142,7 @@ static void test_mixed_and_truncate(const char *dir) {
 
 /* Graph replays (decode steps after the first of a shape) must equal eager steps exactly. */
 static void test_graphs(const char *dir) {
-    setenv("SPECMOE_CUDA_GRAPHS", "0", 1);
-    sm_model *eager = load(dir, "cuda", 1, 64);
-    unsetenv("SPECMOE_CUDA_GRAPHS");
+    sm_model *eager = load_opts(dir, "cuda", 1, 64, true);
     sm_model *graphed = load(dir, "cuda", 1, 64);
     if (!eager || !graphed) { sm_model_free(eager); sm_model_free(graphed); return; }
     int V = sm_model_cfg(eager)->vocab_size;
@@ -187,9 +189,7 @@ static void observe(sm_model *m, route_rec *r) {
 
 static void test_route_observer(const char *dir) {
     static route_rec cpu, eager, graphed;
-    setenv("SPECMOE_CUDA_GRAPHS", "0", 1);
-    sm_model *me = load(dir, "cuda", 1, 64);
-    unsetenv("SPECMOE_CUDA_GRAPHS");
+    sm_model *me = load_opts(dir, "cuda", 1, 64, true);
     sm_model *mg = load(dir, "cuda", 1, 64), *mc = load(dir, "cpu", 1, 64);
     if (me && mg && mc) {
         observe(mc, &cpu);
