@@ -213,7 +213,8 @@ static sm_status run_arm_repeat(run_env *env, const sm_arm *a, int64_t arm_id, i
     sm_request_state *reqs = NULL;
     s = sm_spec_engine_create(target, &sc, &engine, err);
     if (s != SM_OK) sm_error_prefix(err, "%s: arm '%s': ", a->where, a->name);
-    if (s == SM_OK) s = sm_route_tap_create(engine, target, draft, env->x->record_routes, &tap, err);
+    /* the drafter's model: the draft, or the self drafter's fork of the target */
+    if (s == SM_OK) s = sm_route_tap_create(engine, target, sm_spec_draft_model(engine), env->x->record_routes, &tap, err);
     if (s == SM_OK) s = sm_calloc((void **)&reqs, (size_t)w.n, sizeof *reqs, "requests", err);
     /* Generated prompts run to max_new_tokens (vLLM's random dataset ignores EOS too), so
      * every arm produces the same number of tokens; prompts from a file stop at EOS. */

@@ -141,6 +141,8 @@ int sm_lm_drafter_max_context(void *state) {
     return sm_model_max_context(d->model);
 }
 
+sm_model *sm_lm_drafter_model(void *state) { return ((sm_lm_drafter *)state)->model; }
+
 void sm_lm_drafter_destroy(void *state) {
     sm_lm_drafter *d = state;
     if (!d) return;

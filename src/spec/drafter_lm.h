@@ -32,6 +32,7 @@ sm_status sm_lm_drafter_propose(void *state, const sm_spec_config *cfg, sm_draft
 sm_status sm_lm_drafter_rollback(void *state, int slot, int committed_len, sm_error *err);
 void sm_lm_drafter_release(void *state, int slot);
 int sm_lm_drafter_max_context(void *state);
+sm_model *sm_lm_drafter_model(void *state);
 void sm_lm_drafter_destroy(void *state);
 
 #endif

@@ -57,5 +57,6 @@ const sm_drafter_backend sm_drafter_model = {
     .rollback = sm_lm_drafter_rollback,
     .release = sm_lm_drafter_release,
     .max_context = sm_lm_drafter_max_context,
+    .model = sm_lm_drafter_model,
     .destroy = sm_lm_drafter_destroy,
 };

@@ -64,5 +64,6 @@ const sm_drafter_backend sm_drafter_self = {
     .rollback = sm_lm_drafter_rollback,
     .release = sm_lm_drafter_release,
     .max_context = sm_lm_drafter_max_context,
+    .model = sm_lm_drafter_model,
     .destroy = sm_lm_drafter_destroy,
 };

@@ -246,3 +246,7 @@ sm_status sm_spec_seq_counters(const sm_spec_engine *e, int64_t seq_id, const sm
 
 int sm_spec_k(const sm_spec_engine *e) { return e->k; }
 const char *sm_spec_drafter_name(const sm_spec_engine *e) { return e->drafter ? e->drafter->name : "none"; }
+
+sm_model *sm_spec_draft_model(const sm_spec_engine *e) {
+    return e->drafter && e->drafter->model ? e->drafter->model(e->drafter_state) : NULL;
+}

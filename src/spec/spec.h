@@ -95,6 +95,8 @@ typedef struct sm_drafter_backend {
     void (*release)(void *state, int slot);   /* the sequence left its slot */
     /* Largest context the drafter can serve (0 = no limit beyond the target's). Optional. */
     int (*max_context)(void *state);
+    /* The language model it runs (a draft model, the self drafter's fork), NULL if none. Optional. */
+    sm_model *(*model)(void *state);
     void (*destroy)(void *state);
 } sm_drafter_backend;
 
@@ -244,6 +246,9 @@ sm_status sm_spec_seq_counters(const sm_spec_engine *e, int64_t seq_id, const sm
 
 int sm_spec_k(const sm_spec_engine *e);
 const char *sm_spec_drafter_name(const sm_spec_engine *e); /* "none" for the baseline */
+/* The model the drafter runs: the draft ("model") or the target's cheaper fork ("self"), so its
+ * routing can be observed like the target's; NULL for "ngram" and the baseline. */
+sm_model *sm_spec_draft_model(const sm_spec_engine *e);
 
 /* ---- verification (exposed for tests and other engines) ----------------------------------- */
 

@@ -168,6 +168,26 @@ q() { sqlite3 "$DB" "$1"; }
 [ "$(q "SELECT ROUND(acceptance_rate, 6) FROM arm_acceptance WHERE arm = 'self_draft'")" = 1.0 ] \
   || fail "a draft identical to the target must be accepted always (greedy): $(q "SELECT acceptance_rate FROM arm_acceptance WHERE arm = 'self_draft'")"
 [ "$(q "SELECT COUNT(*) FROM moe_layer_events WHERE model = 'target'")" -gt 0 ] || fail "no MoE events"
+[ "$(q "SELECT COUNT(*) FROM moe_layer_events e JOIN runs USING (run_id) JOIN arms a USING (arm_id)
+       WHERE a.name = 'self_draft' AND e.model = 'draft' AND e.pass = 'draft'")" -gt 0 ] \
+  || fail "no MoE events of the draft model"
+[ "$(q "SELECT COUNT(*) FROM moe_layer_events e JOIN runs USING (run_id) JOIN arms a USING (arm_id)
+       WHERE a.name = 'ngram' AND e.model = 'draft'")" = 0 ] || fail "draft-model MoE events for the n-gram drafter"
+# the self drafter's cheaper pass (the target's fork, one expert per token) is observed as the draft
+cat >"$T/selfd.lua" <<LUA
+local sm = require "specmoe"
+return sm.experiment {
+  name = "selfd",
+  target = sm.model { path = "$FIX", moe_runner_backend = "ref" },
+  workload = { num_prompts = 2, random_input_len = 4, max_new_tokens = 6 },
+  arms = { sm.arm { name = "self1", drafter = "self", k = 2, self_draft_top_k = 1 } },
+}
+LUA
+"$BIN" run "$T/selfd.lua" --db "$T/selfd.db" >"$T/selfdrun" 2>&1 || fail "self drafter run: $(cat "$T/selfdrun")"
+[ "$(sqlite3 "$T/selfd.db" "SELECT COUNT(*) FROM moe_layer_events WHERE model = 'draft' AND pass = 'draft'")" -gt 0 ] \
+  || fail "no MoE events of the self drafter's pass"
+[ "$(sqlite3 "$T/selfd.db" "SELECT MAX(distinct_experts) <= MAX(n_tokens) FROM moe_layer_events WHERE model = 'draft'")" = 1 ] \
+  || fail "self drafter with one expert per token touched more experts than tokens"
 [ "$(q "SELECT git_commit IS NOT NULL AND cpu_count > 0 FROM environment")" = 1 ] || fail "environment row"
 # percentiles of the views against Python's own nearest-rank computation
 python3 - "$DB" <<'PY' || fail "view percentiles differ from a direct computation"
