@@ -14,6 +14,8 @@
 #   layer    specmoe bench moe-layer, both presets
 #   peers    bench/peer_grouped_mm.py on the same points
 #   hf       bench/peer_hf_decode.py (transformers' decode settings)
+#   exp      the GPU experiments (experiments/gpu_spec.lua, experiments/qwen3_30b_runners.lua) into
+#            $OUT/gpu_experiments.db, with their reports
 # Logs land in $OUT/logs.tar.gz and $OUT/SUMMARY.txt.
 set -u
 ROOT=$(pwd)
@@ -107,11 +109,18 @@ if has peers; then
     run "peer_$preset" 60 python3 bench/peer_grouped_mm.py --preset "$preset" --tokens "$TOKENS" || true
   done
 fi
+if has exp; then
+  for x in gpu_spec qwen3_30b_runners; do
+    run "exp_$x" 240 "$BUILD/specmoe" run "experiments/$x.lua" --db "$OUT/gpu_experiments.db" || status=1
+    run "report_$x" 30 "$BUILD/specmoe" report "$OUT/gpu_experiments.db" --experiment "$x" || status=1
+  done
+fi
 if has hf; then
   run hf_decode "${HF_LIMIT:-240}" python3 bench/peer_hf_decode.py ${HF_ARGS:-} || true
 fi
 note "total: $((SECONDS - start))s of ${BUDGET}s; exit status $status"
-for f in "$LOGS"/decode_*.log "$LOGS"/profile_summary.log "$LOGS"/layer_*.log "$LOGS"/peer_*.log "$LOGS"/hf_*.log; do
+for f in "$LOGS"/decode_*.log "$LOGS"/profile_summary.log "$LOGS"/layer_*.log "$LOGS"/peer_*.log "$LOGS"/hf_*.log \
+  "$LOGS"/report_*.log; do
   [ -s "$f" ] && { echo; echo "== $(basename "$f")"; cat "$f"; } >> "$summary"
 done
 cp "$summary" "$OUT/SUMMARY.txt"
