@@ -49,7 +49,8 @@ static int parse_list(const char *text, int **out, int *n) {
 int sm_cmd_bench_decode(int argc, char **argv) {
     const char *preset = NULL, *model = NULL, *weights = NULL, *batches_text = "1,2,4,8,16,32,64", *runner = NULL;
     const char *drafter = NULL, *draft_dir = NULL, *draft_runner = NULL;
-    int k = 4;
+    int k = 4, top_k = 0;
+    double temperature = 0, top_p = 1;
     int seed = 0, prompt = 32, steps = 20, warmup = 3, layers = 0;
     bool eager = false;
     sm_arg args[] = {
@@ -68,6 +69,9 @@ int sm_cmd_bench_decode(int argc, char **argv) {
         {"speculative-draft-model-path", SM_ARG_STRING, &draft_dir, "draft checkpoint for --speculative-algorithm model"},
         {"num-speculative-tokens", SM_ARG_INT, &k, "k, drafts per step (default 4)"},
         {"speculative-moe-runner-backend", SM_ARG_STRING, &draft_runner, "MoE runner backend of the draft model"},
+        {"temperature", SM_ARG_FLOAT, &temperature, "sampling of the speculation rows, 0 = greedy (default 0)"},
+        {"top-p", SM_ARG_FLOAT, &top_p, "nucleus mass of the speculation rows (default 1 = off)"},
+        {"top-k", SM_ARG_INT, &top_k, "top-k of the speculation rows (default 0 = off)"},
     };
     const char *pos[1];
     int n_pos;
@@ -88,6 +92,11 @@ int sm_cmd_bench_decode(int argc, char **argv) {
     }
     if (drafter && strcmp(drafter, "model") && strcmp(drafter, "ngram") && strcmp(drafter, "self")) {
         fprintf(stderr, "specmoe bench decode: --speculative-algorithm is model, ngram or self, not '%s'\n", drafter);
+        free(batches);
+        return 2;
+    }
+    if (temperature < 0 || top_p <= 0 || top_p > 1 || top_k < 0) {
+        fprintf(stderr, "specmoe bench decode: need --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0\n");
         free(batches);
         return 2;
     }
@@ -129,7 +138,8 @@ int sm_cmd_bench_decode(int argc, char **argv) {
                               .seed = (uint64_t)seed, .runner = runner, .batches = batches, .n_batches = n_batches,
                               .prompt = prompt, .steps = steps, .warmup = warmup, .eager = eager,
                               .drafter = drafter, .num_speculative_tokens = k, .draft_dir = draft_dir,
-                              .draft_runner = draft_runner, .out = stdout};
+                              .draft_runner = draft_runner, .temperature = (float)temperature, .top_p = (float)top_p,
+                              .top_k = top_k, .out = stdout};
     sm_error err = {0};
     if (sm_bench_decode(&o, &err)) fprintf(stderr, "specmoe bench decode: %s\n", err.msg);
     else rc = 0;

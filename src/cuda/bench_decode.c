@@ -76,7 +76,8 @@ static sm_status spec_row(const sm_bench_decode_opts *o, sm_model *target, sm_mo
                           int n_self, double *times, int *tokens, sm_error *err) {
     const sm_model_config *c = sm_model_cfg(target);
     sm_spec_config cfg = {.num_speculative_tokens = k, .drafter = k ? o->drafter : NULL, .draft_model = draft,
-                          .self_layers = self_layers, .n_self_layers = n_self};
+                          .self_layers = self_layers, .n_self_layers = n_self,
+                          .sampling = {.temperature = o->temperature, .top_p = o->top_p, .top_k = o->top_k}};
     sm_spec_engine *e = NULL;
     SM_TRY(sm_spec_engine_create(target, &cfg, &e, err));
     sm_status s = SM_OK;
@@ -124,10 +125,12 @@ static sm_status bench_spec(const sm_bench_decode_opts *o, sm_model *target, int
     sm_status s = self_layers && tokens && times ? SM_OK : sm_fail(err, SM_ENOMEM, "bench decode: speculation scratch");
     for (int i = 0; i < n_self && !s; i++) self_layers[i] = i; /* "self": the first half of the layers */
     if (!s)
-        fprintf(o->out, "# speculation: %s, k=%d%s%s; greedy; tokens/step is per sequence (accepted drafts + 1); "
-                "median step over %d steps\n%6s %-12s %10s %12s %12s %11s\n", o->drafter, k,
-                draft ? ", draft " : "", draft ? o->draft_dir : (!strcmp(o->drafter, "self") ? ", first half of the layers" : ""),
-                o->steps, "batch", "arm", "ms/step", "tokens/step", "tokens/s", "acceptance");
+        fprintf(o->out, "# speculation: %s, k=%d%s%s; %s (T %g, top-p %g, top-k %d; sampled and verified on the device); "
+                "tokens/step is per sequence (accepted drafts + 1); median step over %d steps\n%6s %-12s %10s %12s %12s %11s\n",
+                o->drafter, k, draft ? ", draft " : "",
+                draft ? o->draft_dir : (!strcmp(o->drafter, "self") ? ", first half of the layers" : ""),
+                o->temperature > 0 ? "sampled" : "greedy", (double)o->temperature, (double)o->top_p, o->top_k, o->steps,
+                "batch", "arm", "ms/step", "tokens/step", "tokens/s", "acceptance");
     for (int bi = 0; bi < o->n_batches && !s; bi++) {
         s = spec_row(o, target, draft, o->batches[bi], 0, self_layers, n_self, times, tokens, err);
         if (!s) s = spec_row(o, target, draft, o->batches[bi], k, self_layers, n_self, times, tokens, err);

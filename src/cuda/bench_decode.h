@@ -28,6 +28,8 @@ typedef struct sm_bench_decode_opts {
     int num_speculative_tokens;   /* k */
     const char *draft_dir;        /* "model": the draft checkpoint (BF16 on the same GPU) */
     const char *draft_runner;     /* its MoE runner backend (NULL = auto) */
+    float temperature, top_p;     /* sampling of both rows (0 = greedy); top_p 0 or 1 = off */
+    int top_k;                    /* 0 = off */
     FILE *out;
 } sm_bench_decode_opts;
 
