@@ -64,6 +64,11 @@ static double step_bytes(const sm_model_config *c, int batch) {
     return b;
 }
 
+/* The synthetic prompt both tables feed: token i of sequence q (the same for every arm). */
+static int prompt_token(int i, int q, int vocab) {
+    return (int)((97u * (unsigned)i + 13u * (unsigned)q + 1u) % (unsigned)vocab);
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -82,7 +87,7 @@ static sm_status spec_row(const sm_bench_decode_opts *o, sm_model *target, sm_mo
     SM_TRY(sm_spec_engine_create(target, &cfg, &e, err));
     sm_status s = SM_OK;
     for (int q = 0; q < B && !s; q++) {
-        for (int i = 0; i < o->prompt; i++) tokens[i] = (int)((97u * (unsigned)i + 13u * (unsigned)q + 1u) % (unsigned)c->vocab_size);
+        for (int i = 0; i < o->prompt; i++) tokens[i] = prompt_token(i, q, c->vocab_size);
         sm_spec_seq_params p = {.prompt = tokens, .n_prompt = o->prompt,
                                 .max_new_tokens = (o->warmup + o->steps + 1) * (k + 1) + 1, .seed = (uint64_t)q};
         s = sm_spec_add_sequence(e, &p, NULL, err);
@@ -182,7 +187,7 @@ sm_status sm_bench_decode(const sm_bench_decode_opts *o, sm_error *err) {
         for (int q = 0; q < B && !s; q++) {
             s = sm_model_truncate(m, q, 0, err);
             for (int i = 0; i < o->prompt && !s; i++)
-                rows[i] = (sm_row){.seq = q, .token = (int)((97u * (unsigned)i + 13u * (unsigned)q + 1u) % (unsigned)V),
+                rows[i] = (sm_row){.seq = q, .token = prompt_token(i, q, V),
                                    .pos = i, .want_logits = i == o->prompt - 1};
             if (!s) s = sm_model_forward(m, rows, o->prompt, NULL, logits, err);
         }

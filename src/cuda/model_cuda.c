@@ -24,6 +24,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/gemm_lt.h"
 #include "cuda/model_cuda_internal.h"
+#include "cuda/moe_dev.h" /* sm_moe_dev_grow for the sampling buffers */
 #include "cuda/moe_device.h"
 #include "fused_ops.h"
 #include "gemv.h"
@@ -67,12 +68,10 @@ struct sm_model_dev {
     step_graph graphs[GRAPH_SLOTS];
     int n_graphs;
     /* device sampling (sm_forward_opts.sample), grown on first use outside any graph */
-    float *d_probs;           /* [probs_rows][vocab]: filtered distributions of a forward's logits rows */
-    int probs_rows;
+    float *d_probs;           /* [rows][vocab]: filtered distributions of a forward's logits rows */
     float *d_q;               /* draft distributions uploaded for verification */
-    size_t q_floats;
     void *d_small;            /* ids, counts and uniforms of one sampling call */
-    size_t small_bytes;
+    size_t probs_bytes, q_bytes, small_bytes;
 };
 
 /* ---- workspace layout ---------------------------------------------------------------------- */
@@ -419,16 +418,6 @@ static sm_status report_routes(sm_model_dev *m, const step *st, sm_error *err) {
 
 /* ---- sampling on the device ---------------------------------------------------------------- */
 
-static sm_status grow(void **p, size_t *have, size_t need, const char *what, sm_error *err) {
-    if (need <= *have) return SM_OK;
-    cudaFree(*p);
-    *p = NULL;
-    *have = 0;
-    SM_TRY(sm_cuda_check(cudaMalloc(p, need), err, "GPU model: allocating %zu bytes for %s", need, what));
-    *have = need;
-    return SM_OK;
-}
-
 /* The small arrays of one sampling call, carved from d_small. */
 typedef struct sample_bufs {
     float *uniforms, *verify_uniforms;
@@ -437,20 +426,16 @@ typedef struct sample_bufs {
 
 static sm_status sample_reserve(sm_model_dev *m, const sm_forward_sample *sp, int n_logits, sample_bufs *b, sm_error *err) {
     size_t V = (size_t)m->w->cfg->vocab_size, nv = (size_t)sp->n_verify, km = (size_t)(sp->k_max > 0 ? sp->k_max : 0);
-    if (n_logits > m->probs_rows) {
-        size_t have = (size_t)m->probs_rows * V * 4;
-        SM_TRY(grow((void **)&m->d_probs, &have, (size_t)n_logits * V * 4, "sampling distributions", err));
-        m->probs_rows = n_logits;
-    }
-    if (sp->n_verify && sp->q) {
-        size_t have = m->q_floats * 4;
-        SM_TRY(grow((void **)&m->d_q, &have, nv * km * V * 4, "draft distributions", err));
-        m->q_floats = have / 4;
-    }
+    if (n_logits > 0)
+        SM_TRY(sm_moe_dev_grow((void **)&m->d_probs, &m->probs_bytes, (size_t)n_logits * V * 4, m->stream,
+                               "GPU model: sampling distributions", err));
+    if (sp->n_verify && sp->q && km)
+        SM_TRY(sm_moe_dev_grow((void **)&m->d_q, &m->q_bytes, nv * km * V * 4, m->stream, "GPU model: draft distributions",
+                               err));
     size_t counts[8] = {(size_t)n_logits, nv * (km + 1), (size_t)n_logits, nv, nv * (km ? km : 1), nv, nv, nv};
     size_t total = 0;
     for (int i = 0; i < 8; i++) total += (counts[i] * 4 + 255) / 256 * 256;
-    SM_TRY(grow(&m->d_small, &m->small_bytes, total, "sampling ids", err));
+    SM_TRY(sm_moe_dev_grow(&m->d_small, &m->small_bytes, total, m->stream, "GPU model: sampling ids", err));
     void **slots[8] = {(void **)&b->uniforms, (void **)&b->verify_uniforms, (void **)&b->tokens, (void **)&b->n_draft,
                        (void **)&b->drafts, (void **)&b->p_row, (void **)&b->n_accepted, (void **)&b->next};
     char *at = m->d_small;
