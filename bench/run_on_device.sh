@@ -7,8 +7,8 @@
 #     STAGES="tests decode profile layer peers hf" bash bench/run_on_device.sh   # run(..., carry=[BUILD])
 #
 # Stages (each under its own timeout, cut to what is left of BUDGET seconds):
-#   tests    every tests/test_gpu_* binary (SPECMOE_REQUIRE_GPU=1), compute-sanitizer memcheck and
-#            racecheck on the kernel tests
+#   tests    every tests/test_gpu_* binary (SPECMOE_REQUIRE_GPU=1), then the SANITIZERS (default
+#            memcheck racecheck) of compute-sanitizer on the SANITIZE_TESTS (kernel tests)
 #   decode   specmoe bench decode (Qwen3-30B-A3B shape, 48 layers, random weights), graphs and eager
 #   profile  Nsight Compute kernel durations of one eager batch-1 step of a PROFILE_LAYERS-layer cut
 #   layer    specmoe bench moe-layer, both presets
@@ -26,6 +26,8 @@ BUDGET=${BUDGET:-540}
 BATCHES=${BATCHES:-1,2,4,8,16,32,64}
 TOKENS=${TOKENS:-1,2,4,8,16,64,512,4096}
 PROFILE_LAYERS=${PROFILE_LAYERS:-4}
+SANITIZERS=${SANITIZERS-memcheck racecheck}  # set empty to skip compute-sanitizer in stage tests
+SANITIZE_TESTS=${SANITIZE_TESTS:-kernels sample fused_ops gemv model_ops}
 LOGS=$(mktemp -d)
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH="$ROOT/$BUILD:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
@@ -72,9 +74,9 @@ if has tests; then
   done
   cs=$(find_tool compute-sanitizer)
   if [ -n "$cs" ]; then
-    for tool in memcheck racecheck; do
-      for t in "$BUILD"/tests/test_gpu_kernels "$BUILD"/tests/test_gpu_sample "$BUILD"/tests/test_gpu_fused_ops \
-        "$BUILD"/tests/test_gpu_gemv "$BUILD"/tests/test_gpu_model_ops; do
+    for tool in $SANITIZERS; do
+      for name in $SANITIZE_TESTS; do
+        t="$BUILD/tests/test_gpu_$name"
         [ -x "$t" ] || continue
         args=()
         [ "$(basename "$t")" = test_gpu_fused_ops ] && args=(--no-bench) # its timing loops only cost sanitizer time
