@@ -91,6 +91,8 @@ fi
 if has decode; then
   run decode_graphs 200 "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b --batch "$BATCHES" --steps 20 || status=1
   run decode_eager 60 "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b --batch 1 --steps 10 --eager || status=1
+  run decode_cublaslt 120 "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b --batch 1,2,4,8,16 --steps 20 \
+    --moe-runner-backend cublaslt || status=1
 fi
 if has profile; then
   ncu=$(find_tool ncu)
@@ -114,10 +116,22 @@ if has peers; then
   done
 fi
 if has exp; then
-  for x in gpu_spec qwen3_30b_runners; do
+  for x in ${EXPS:-gpu_spec qwen3_30b_runners}; do
     run "exp_$x" 240 "$BUILD/specmoe" run "experiments/$x.lua" --db "$OUT/gpu_experiments.db" || status=1
     run "report_$x" 30 "$BUILD/specmoe" report "$OUT/gpu_experiments.db" --experiment "$x" || status=1
   done
+  # where a step's time goes, per arm: the engine's own split (spec_steps) next to the ITL
+  run report_step_split 30 python3 - "$OUT/gpu_experiments.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+print("experiment           arm               steps  draft ms  verify ms  overhead ms")
+for row in db.execute("""SELECT e.name, a.name, count(*), avg(s.draft_s) * 1e3, avg(s.verify_s) * 1e3,
+                                avg(s.overhead_s) * 1e3
+                         FROM spec_steps s JOIN runs r USING (run_id) JOIN arms a USING (arm_id)
+                         JOIN experiments e USING (experiment_id) GROUP BY e.name, a.name ORDER BY e.name, a.arm_index"""):
+    print("%-20s %-16s %6d %9.3f %10.3f %12.3f" % row)
+PY
+  xz -T0 -k -f "$OUT/gpu_experiments.db" 2>/dev/null && rm -f "$OUT/gpu_experiments.db"
 fi
 if has hf; then
   run hf_decode "${HF_LIMIT:-240}" python3 bench/peer_hf_decode.py ${HF_ARGS:-} || true

@@ -8,11 +8,11 @@
  * next layer's norm) and a weight-streaming GEMV instead of cuBLASLt, chained with programmatic
  * dependent launch. Everything runs on the instance's stream with one synchronisation per
  * forward (the logits or sampled tokens; a route observer adds one, its routing being logged on
- * the device during the step), except with the `cublaslt` runner, which needs each layer's
- * expert offsets on the host. Decode-sized steps (up to GRAPH_MAX_ROWS rows) are captured once
- * per (rows, rows with logits, observed) as a CUDA graph and replayed: every kernel reads tokens,
- * sequences and positions from device memory, so a graph stays valid for any rows of that
- * shape. */
+ * the device during the step), except where the `cublaslt` runner needs each layer's expert
+ * offsets on the host (past sm_runner_device_routing_max_assign). Decode-sized steps (up to
+ * GRAPH_MAX_ROWS rows) are captured once per (rows, rows with logits, observed) as a CUDA graph
+ * and replayed: every kernel reads tokens, sequences and positions from device memory, so a
+ * graph stays valid for any rows of that shape. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -270,7 +270,7 @@ static sm_status moe(sm_model_dev *m, int l, step *st, const sm_bf16_bits *next_
         SM_TRY(sm_cuda_moe_gather(s, m->h, H, m->sorted_src, k, m->xs, hp, n_assign, err));
     }
     const int *host_offsets = NULL;
-    if (!w->device_routing) {
+    if (n_assign > w->device_routing_max_assign) {
         SM_TRY(sm_cuda_check(cudaMemcpyAsync(m->h_offsets, m->offsets, (size_t)(E + 1) * 4, cudaMemcpyDeviceToHost, s), err,
                              "GPU model: expert offsets of layer %d to the host", l));
         SM_TRY(sm_cuda_check(cudaStreamSynchronize(s), err, "GPU model: expert offsets of layer %d", l));
@@ -378,8 +378,8 @@ static void capture(sm_model_dev *m, step_graph *g, const step *st) {
 }
 
 static sm_status run_step(sm_model_dev *m, const step *st, sm_error *err) {
-    bool graphable = !m->eager && st->n <= GRAPH_MAX_ROWS && !st->skip && m->w->device_routing &&
-                     st->top_k == m->w->cfg->num_experts_per_tok;
+    bool graphable = !m->eager && st->n <= GRAPH_MAX_ROWS && !st->skip &&
+                     st->n * st->top_k <= m->w->device_routing_max_assign && st->top_k == m->w->cfg->num_experts_per_tok;
     step_graph *g = graphable ? graph_slot(m, st) : NULL;
     if (g && !g->failed && !g->exec && ++g->seen >= 2) capture(m, g, st);
     if (g && g->exec)

@@ -43,7 +43,8 @@ typedef struct dev_weights {
     dev_layer *layers;
     const sm_runner_backend *runner_backend;
     sm_runner *runner;
-    bool device_routing;                  /* runner reads expert offsets on the device (graph-capturable) */
+    int device_routing_max_assign;        /* up to here the runner needs no host expert offsets (a
+                                             layer without a sync: graph-capturable); moe_device.h */
     int assign_cap;                       /* assignments (rows x top_k) one chunk may bring */
 } dev_weights;
 

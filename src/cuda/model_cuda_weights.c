@@ -1,5 +1,6 @@
 /* src/cuda/model_cuda_weights.c — the GPU model's memory plan and its BF16 device weights, read
  * from a checkpoint (any of F32/BF16/F16, converted once) or drawn at random from a seed. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -289,6 +290,7 @@ static sm_status weights_fill(dev_weights *w, const sm_model_opts *opts, size_t 
         s = w->runner_backend->create(&shape, &ropts, &w->runner, err);
         if (!s) s = load_experts(w, &f, err);
         if (!s) s = sm_runner_device_reserve(w->runner_backend, w->runner, w->assign_cap, err);
+        if (!s) w->device_routing_max_assign = sm_runner_device_routing_max_assign(w->runner_backend, w->runner);
     }
     if (!s) s = sm_cuda_check(cudaDeviceSynchronize(), err, "%s: uploading weights", w->dir);
     cudaFree(ones);
@@ -314,11 +316,11 @@ sm_status sm_cuda_weights_load(const char *dir, const sm_model_opts *opts, int m
         w->cfg = &w->ck->cfg;
     }
     const sm_model_config *c = w->cfg;
+    w->device_routing_max_assign = INT_MAX; /* no routing at all in a dense model; a MoE runner says below */
     w->assign_cap = SM_CUDA_CHUNK_ROWS * (c->num_experts_per_tok > 0 ? c->num_experts_per_tok : 1);
     if ((s = sm_tokenizer_load_dir(dir, &w->tok, err))) goto fail;
     if (sm_config_is_moe(c)) {
         if ((s = sm_cuda_model_pick_runner(opts->moe_runner_backend, &w->runner_backend, err))) goto fail;
-        w->device_routing = w->runner_backend == &sm_runner_cuda;
     }
     if (c->head_dim > 256 || c->head_dim % 2) {
         s = sm_fail(err, SM_EUNSUPPORTED, "%s: head_dim %d: the GPU attention takes even head_dim up to 256", dir, c->head_dim);

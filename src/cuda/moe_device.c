@@ -23,6 +23,11 @@ static sm_status need(const sm_runner_backend *b, sm_runner *r, const sm_runner_
 
 bool sm_runner_has_device_path(const sm_runner_backend *b) { return find(b) != NULL; }
 
+int sm_runner_device_routing_max_assign(const sm_runner_backend *b, sm_runner *r) {
+    const sm_runner_gpu_ops *ops = find(b);
+    return ops && r ? ops->device_routing_max_assign(r) : 0;
+}
+
 sm_status sm_runner_device_reserve(const sm_runner_backend *b, sm_runner *r, int n_assign, sm_error *err) {
     const sm_runner_gpu_ops *ops;
     SM_TRY(need(b, r, &ops, err));

@@ -23,10 +23,9 @@ typedef struct sm_moe_device_batch {
     int layer;
     int n_assign;                    /* rows of x, y, weight; fixes the launch shape */
     const int *expert_offsets;       /* device [num_experts + 1], offsets[E] == n_assign */
-    const int *expert_offsets_host;  /* the same on the host: required by `cublaslt` (one GEMM
-                                        per active expert, shapes from the host); `cuda` ignores it
-                                        and reads the device copy, so routing can change between
-                                        graph replays */
+    const int *expert_offsets_host;  /* the same on the host, or NULL. `cuda` ignores it (reads
+                                        the device copy, so routing can change between graph
+                                        replays); `cublaslt` uses it past the size below */
     const sm_bf16_bits *x;           /* device [n_assign, stride] */
     const float *weight;             /* device [n_assign] routing weights, applied by the runner */
     sm_bf16_bits *y;                 /* device [n_assign, stride]: weight[a] * expert(x[a]) */
@@ -36,6 +35,11 @@ static inline int sm_moe_device_stride(int n) { return (n + 7) / 8 * 8; }
 
 /* Is this backend one of the GPU runners (has the entry points below)? */
 bool sm_runner_has_device_path(const sm_runner_backend *b);
+
+/* How many assignments the runner handles well from the device offsets alone (no host copy, so
+ * the layer can be graph-captured): INT_MAX for `cuda`; for `cublaslt` the size up to which its
+ * pointer-array batches pay (0 where cuBLASLt has none). Past it, pass expert_offsets_host. */
+int sm_runner_device_routing_max_assign(const sm_runner_backend *b, sm_runner *r);
 
 /* Grow workspaces to hold n_assign rows now: call before capturing a graph (allocation is not
  * allowed inside one). forward_device grows them itself when called outside a capture. */

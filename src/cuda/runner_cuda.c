@@ -4,6 +4,7 @@
  * replays. The kernel picks the regime from the number of assignments per expert (decode,
  * decode-mma, prefill-mma; SPECMOE_MOE_DECODE=simt / SPECMOE_MOE_PREFILL=wmma, read at create,
  * keep it to the older kernels), and any regime can be forced with sm_runner_device_set_regime. */
+#include <limits.h>
 #include <stdlib.h>
 
 #include "cuda/cuda_check.h"
@@ -72,6 +73,11 @@ static sm_status cuda_reserve_entry(sm_runner *r, int n_assign, sm_error *err) {
 
 static sm_moe_dev *cuda_dev(sm_runner *r) { return &r->dev; }
 
+static int cuda_device_routing_max_assign(sm_runner *r) {
+    (void)r;
+    return INT_MAX; /* the kernels read the expert ranges on the GPU at any size */
+}
+
 static sm_status cuda_set_regime(sm_runner *r, int regime, sm_error *err) {
     if (regime < 0 || regime >= (int)SM_MOE_REGIME_COUNT)
         return sm_fail(err, SM_EINVAL, "cuda runner: unknown kernel regime %d", regime);
@@ -95,5 +101,6 @@ const sm_runner_gpu_ops sm_runner_cuda_gpu = {
     .reserve = cuda_reserve_entry,
     .forward_device = cuda_forward_device,
     .dev = cuda_dev,
+    .device_routing_max_assign = cuda_device_routing_max_assign,
     .set_regime = cuda_set_regime,
 };

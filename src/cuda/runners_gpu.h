@@ -10,6 +10,8 @@ typedef struct sm_runner_gpu_ops {
     sm_status (*reserve)(sm_runner *r, int n_assign, sm_error *err);
     sm_status (*forward_device)(sm_runner *r, cudaStream_t stream, const sm_moe_device_batch *b, sm_error *err);
     sm_moe_dev *(*dev)(sm_runner *r);
+    /* assignments up to which forward_device works well from the device offsets alone */
+    int (*device_routing_max_assign)(sm_runner *r);
     /* NULL where the runner has no kernel regimes (cublaslt) */
     sm_status (*set_regime)(sm_runner *r, int regime, sm_error *err);
 } sm_runner_gpu_ops;

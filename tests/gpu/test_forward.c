@@ -30,13 +30,19 @@
 #define PROMPT 12
 #define DECODE 4
 
-static sm_model *load_opts(const char *dir, const char *device, int max_seqs, int max_context, bool eager) {
-    sm_model_opts o = {.n_threads = 2, .max_seqs = max_seqs, .max_context = max_context, .device = device, .eager = eager};
+static sm_model *load_runner(const char *dir, const char *device, int max_seqs, int max_context, bool eager,
+                             const char *runner) {
+    sm_model_opts o = {.n_threads = 2, .max_seqs = max_seqs, .max_context = max_context, .device = device, .eager = eager,
+                       .moe_runner_backend = runner};
     sm_model *m = NULL;
     sm_error err = {0};
     sm_status s = sm_model_load(dir, &o, &m, &err);
     CHECK(s == SM_OK, "loading %s on %s: %s", dir, device, err.msg);
     return s ? NULL : m;
+}
+
+static sm_model *load_opts(const char *dir, const char *device, int max_seqs, int max_context, bool eager) {
+    return load_runner(dir, device, max_seqs, max_context, eager, NULL);
 }
 
 static sm_model *load(const char *dir, const char *device, int max_seqs, int max_context) {
@@ -140,18 +146,24 @@ static void test_mixed_and_truncate(const char *dir) {
     sm_model_free(cpu); sm_model_free(gpu);
 }
 
-/* Graph replays (decode steps after the first of a shape) must equal eager steps exactly. */
-static void test_graphs(const char *dir) {
-    sm_model *eager = load_opts(dir, "cuda", 1, 64, true);
-    sm_model *graphed = load(dir, "cuda", 1, 64);
-    if (!eager || !graphed) { sm_model_free(eager); sm_model_free(graphed); return; }
+/* Graph replays (decode steps after the first of a shape) must equal eager steps exactly, with
+ * either MoE runner (`cublaslt` decodes through its pointer-array batches) and for a dense model;
+ * and they must be near the CPU's logits. */
+static void test_graphs(const char *dir, const char *runner) {
+    sm_model *eager = load_runner(dir, "cuda", 1, 64, true, runner);
+    sm_model *graphed = load_runner(dir, "cuda", 1, 64, false, runner);
+    sm_model *cpu = load(dir, "cpu", 1, 64);
+    if (!eager || !graphed || !cpu) { sm_model_free(eager); sm_model_free(graphed); sm_model_free(cpu); return; }
     int V = sm_model_cfg(eager)->vocab_size;
-    float *a = prefill_decode(eager), *b = prefill_decode(graphed);
+    float *a = prefill_decode(eager), *b = prefill_decode(graphed), *c = prefill_decode(cpu);
     CHECK(memcmp(a, b, sizeof(float) * (size_t)(PROMPT + DECODE) * V) == 0,
-          "%s: CUDA-graph decode steps differ from eager ones (worst rel L2 %.3g)", dir,
-          worst_rel(b, a, PROMPT + DECODE, V));
+          "%s (%s runner): CUDA-graph decode steps differ from eager ones (worst rel L2 %.3g)", dir,
+          runner ? runner : "auto", worst_rel(b, a, PROMPT + DECODE, V));
+    double e = worst_rel(b, c, PROMPT + DECODE, V);
+    CHECK(e < LOGITS_TOL, "%s (%s runner): graphed GPU decode vs CPU: worst rel L2 %.3g", dir, runner ? runner : "auto", e);
+    free(c);
     free(a); free(b);
-    sm_model_free(eager); sm_model_free(graphed);
+    sm_model_free(eager); sm_model_free(graphed); sm_model_free(cpu);
 }
 
 /* Every on_route call of a run, flattened: (layer, rows, top_k) headers and the ids as sets. */
@@ -336,7 +348,9 @@ int main(void) {
     test_fixtures();
     test_mixed_and_truncate("experiments/models/target");
     test_mixed_and_truncate("tests/fixtures/models/qwen2_moe");
-    test_graphs("experiments/models/target");
+    test_graphs("experiments/models/target", "cuda");
+    test_graphs("experiments/models/target", "cublaslt");
+    test_graphs("tests/fixtures/models/llama", NULL);
     test_route_observer("experiments/models/target");
     test_route_observer("tests/fixtures/models/mixtral");
     test_greedy_target();

@@ -3,11 +3,14 @@
  * uses (host pointers in and out), for random routing, skewed routing (one hot expert), empty
  * experts, a single token, odd sizes (hidden/ffn not multiples of 8: the padding path), both
  * kernel regimes (few and many tokens per expert) and f32 / bf16 source weights.
- * The device path must be graph-capturable: a `cuda` forward captured once and replayed with
- * new routing written into the same device buffers matches `ref` for each new routing. */
+ * The device path must be graph-capturable: a `cuda` forward, and a `cublaslt` one without host
+ * offsets (its pointer-array batches), captured once and replayed with new routing written into
+ * the same device buffers match `ref` for each new routing. The pointer tables behind those
+ * batches match their CPU twin, empty experts included. */
 #include "cuda/moe_device.h"
 #include "gpu/gpu_test.h"
 #include "moe/runner.h"
+#include "moe_pointers.h"
 
 #define BF16_TOL 1e-2
 
@@ -184,8 +187,7 @@ static void test_graph_replay(const char *name, bool new_routing_each_replay) {
     gpu_test_cuda(cudaMemset(d_x, 0, (size_t)n * H * 2), "x");
     gpu_test_cuda(cudaMemset(d_w, 0, sizeof(float) * n), "w");
     gpu_test_cuda(cudaMemcpy(d_off, first.offsets, sizeof(int) * (E + 1), cudaMemcpyHostToDevice), "offsets");
-    CHECK_OK(sm_runner_forward_device(b, gr, stream, &(sm_moe_device_batch){.layer = 0, .n_assign = n,
-             .expert_offsets = d_off, .expert_offsets_host = first.offsets, .x = d_x, .weight = d_w, .y = d_y}, &err), &err);
+    CHECK_OK(sm_runner_forward_device(b, gr, stream, &batch, &err), &err);
     gpu_test_cuda(cudaStreamSynchronize(stream), "eager forward");
     cudaGraph_t graph = NULL;
     cudaGraphExec_t exec = NULL;
@@ -223,10 +225,50 @@ static void test_graph_replay(const char *name, bool new_routing_each_replay) {
     free_experts(&ex);
 }
 
+/* Offsets with empty experts first, in the middle and last; tables poisoned before the call. */
+static void test_pointer_table(void) {
+    enum { E = 9 };
+    const int offsets[E + 1] = {0, 0, 0, 3, 3, 4, 9, 9, 11, 11};
+    const int n = offsets[E], T = SM_MOE_PTR_EXPERT_TABLES + SM_MOE_PTR_ROW_TABLES;
+    sm_moe_pointer_args a = {.num_experts = E, .n_assign = n,
+                             .expert_base = {(void *)0x100000, (void *)0x900000}, .expert_bytes = {4096, 640},
+                             .row_base = {(void *)0x10, (void *)0x2000, (void *)0x30000, (void *)0x400000},
+                             .row_bytes = {16, 48, 32, 160}};
+    const void *want[T * 11], *got[T * 11];
+    sm_error err = {0};
+    a.expert_offsets = offsets;
+    CHECK_OK(sm_moe_pointer_table_ref(&a, want, &err), &err);
+    CHECK(want[0] == (const char *)0x100000 + 2 * 4096 && want[n + 10] == (const char *)0x900000 + 7 * 640,
+          "CPU twin: expert of the first and last assignment");
+    a.expert_offsets = gpu_test_upload(offsets, sizeof offsets);
+    const void **d_table = gpu_test_malloc(sizeof got);
+    gpu_test_poison(d_table, sizeof got);
+    CHECK_OK(sm_cuda_moe_pointer_table(0, &a, d_table, &err), &err);
+    gpu_test_cuda(cudaMemcpy(got, d_table, sizeof got, cudaMemcpyDeviceToHost), "pointer table");
+    int bad = 0;
+    for (int i = 0; i < T * n; i++) bad += got[i] != want[i];
+    CHECK(bad == 0, "pointer table: %d of %d entries differ from the CPU twin", bad, T * n);
+    cudaFree((void *)a.expert_offsets);
+    cudaFree(d_table);
+}
+
 int main(void) {
     gpu_test_require_device("test_gpu_runners");
+    test_pointer_table();
     test_against_ref();
+    /* cuBLASLt on Hopper has pointer-array batches for BF16: the layer needs no host offsets */
+    {
+        sm_runner *r = NULL;
+        sm_error err = {0};
+        const sm_runner_backend *b = sm_runner_find("cublaslt", false);
+        sm_moe_shape shape = {.num_layers = 1, .num_experts = 128, .hidden = 2048, .ffn = 768, .top_k = 8};
+        CHECK_OK(b->create(&shape, &(sm_runner_opts){0}, &r, &err), &err);
+        int max = r ? sm_runner_device_routing_max_assign(b, r) : -1;
+        CHECK(max == 64, "cublaslt: device routing up to %d assignments, want 64 (E/2)", max);
+        if (r) b->destroy(r);
+    }
     test_graph_replay("cuda", true);      /* routing read on the GPU: new routing per replay */
-    test_graph_replay("cublaslt", false); /* GEMM shapes fixed at capture: same routing */
+    test_graph_replay("cublaslt", true);  /* no host offsets: pointer-array batches, new routing per replay */
+    test_graph_replay("cublaslt", false); /* 12 assignments > E/2 with host offsets: grouped GEMMs, same routing */
     TEST_MAIN_END
 }
