@@ -21,11 +21,19 @@ __global__ void kv_write_kernel(const float *__restrict__ k, const float *__rest
     }
 }
 
-template <int NPER>
+/* The q/k norm + RoPE + K/V write fused in front of a one-row attention
+ * (sm_cuda_attention_decode_qk): q is then the row's un-rotated q|k|v. */
+struct qk_fuse {
+    const __nv_bfloat16 *q_norm, *k_norm; /* both NULL: no norm */
+    float eps, theta;
+    __nv_bfloat16 *k_cache, *v_cache;     /* the new position's slot is written here */
+};
+
+template <int NPER, bool FUSED>
 __global__ void __launch_bounds__(ATTN_WARPS * 32)
-    attention_kernel(const float *__restrict__ q, int q_stride, const __nv_bfloat16 *__restrict__ kc,
-                     const __nv_bfloat16 *__restrict__ vc, const int *__restrict__ seq, const int *__restrict__ pos,
-                     __nv_bfloat16 *__restrict__ out, int heads, int kv_heads, int hd, int max_context, float scale) {
+    attention_kernel(const float *__restrict__ q, int q_stride, const __nv_bfloat16 *kc, const __nv_bfloat16 *vc,
+                     const int *__restrict__ seq, const int *__restrict__ pos, __nv_bfloat16 *__restrict__ out, int heads,
+                     int kv_heads, int hd, int max_context, float scale, qk_fuse fuse) {
     sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
     sm_pdl_wait();
     __shared__ float s_m[ATTN_WARPS], s_l[ATTN_WARPS];
@@ -34,6 +42,29 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int kvd = kv_heads * hd, n = pos[r] + 1;
     const float *qr = q + (size_t)r * q_stride + (size_t)h * hd;
+    /* FUSED: this block's q head and its group's new K/V, made here exactly as qk_norm_rope_kv
+     * makes them (the same device function); the newest position is read from shared memory,
+     * since the block of the group that writes it to the cache may not have done so yet. */
+    __shared__ float f_q[FUSED ? NPER * 32 : 1], f_buf[2][FUSED ? NPER * 32 : 1];
+    __shared__ __nv_bfloat16 f_k[FUSED ? NPER * 32 : 1], f_v[FUSED ? NPER * 32 : 1];
+    if (FUSED) {
+        const int p = n - 1;
+        if (warp == 0) sm_warp_head_norm_rope(qr, f_q, fuse.q_norm, fuse.eps, hd, p, fuse.theta, f_buf[0], NULL);
+        else if (warp == 1) /* only the BF16 k is kept: its fp32 result may overwrite the scratch */
+            sm_warp_head_norm_rope(q + (size_t)(heads + g) * hd, f_buf[1], fuse.k_norm, fuse.eps, hd, p, fuse.theta,
+                                                   f_buf[1], f_k);
+        else if (warp == 2)
+            for (int i = lane; i < hd; i += 32) f_v[i] = __float2bfloat16_rn(q[(size_t)(heads + kv_heads + g) * hd + i]);
+        __syncthreads();
+        if (h % (heads / kv_heads) == 0) { /* the group's first q head writes the slot */
+            const size_t at = ((size_t)seq[r] * max_context + p) * kvd + (size_t)g * hd;
+            for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+                fuse.k_cache[at + i] = f_k[i];
+                fuse.v_cache[at + i] = f_v[i];
+            }
+        }
+        qr = f_q;
+    }
     float qv[NPER], acc[NPER];
 #pragma unroll
     for (int i = 0; i < NPER; i++) {
@@ -44,7 +75,9 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
     const size_t base = (size_t)seq[r] * max_context * kvd + (size_t)g * hd;
     float m = -INFINITY, l = 0.0f;
     for (int t = warp; t < n; t += ATTN_WARPS) {
-        const __nv_bfloat16 *kt = kc + base + (size_t)t * kvd, *vt = vc + base + (size_t)t * kvd;
+        const bool newest = FUSED && t == n - 1;
+        const __nv_bfloat16 *kt = newest ? f_k : kc + base + (size_t)t * kvd;
+        const __nv_bfloat16 *vt = newest ? f_v : vc + base + (size_t)t * kvd;
         float s = 0.0f;
 #pragma unroll
         for (int i = 0; i < NPER; i++) {
@@ -112,12 +145,37 @@ extern "C" sm_status sm_cuda_attention(cudaStream_t stream, const float *q, int 
     const __nv_bfloat16 *kc = (const __nv_bfloat16 *)k_cache, *vc = (const __nv_bfloat16 *)v_cache;
     __nv_bfloat16 *o = (__nv_bfloat16 *)out;
 #define SM_ATTN_LAUNCH(N) \
-    sm_launch_pdl(attention_kernel<N>, grid, ATTN_WARPS * 32, 0, stream, q, q_stride, kc, vc, seq, pos, o, heads, \
-                  kv_heads, head_dim, max_context, scale)
+    sm_launch_pdl(attention_kernel<N, false>, grid, ATTN_WARPS * 32, 0, stream, q, q_stride, kc, vc, seq, pos, o, heads, \
+                  kv_heads, head_dim, max_context, scale, qk_fuse{})
     if (head_dim <= 32) SM_ATTN_LAUNCH(1);
     else if (head_dim <= 64) SM_ATTN_LAUNCH(2);
     else if (head_dim <= 128) SM_ATTN_LAUNCH(4);
     else SM_ATTN_LAUNCH(8);
 #undef SM_ATTN_LAUNCH
     return sm_kernel_launched("attention", err);
+}
+
+extern "C" sm_status sm_cuda_attention_decode_qk(cudaStream_t stream, const float *qkv, int heads, int kv_heads,
+                                                 int head_dim, const sm_bf16_bits *q_norm, const sm_bf16_bits *k_norm,
+                                                 float eps, float theta, const int *seq, const int *pos,
+                                                 sm_bf16_bits *k_cache, sm_bf16_bits *v_cache, int max_context,
+                                                 float scale, sm_bf16_bits *out, sm_error *err) {
+    NEED(heads > 0 && kv_heads > 0 && heads % kv_heads == 0 && head_dim > 0 && head_dim <= 256 && head_dim % 2 == 0,
+         "attention_decode_qk: bad shape (heads %d, kv_heads %d, head_dim %d: even head_dim up to 256)", heads, kv_heads,
+         head_dim);
+    NEED(!q_norm == !k_norm, "attention_decode_qk: q_norm and k_norm go together");
+    NEED(qkv && seq && pos && k_cache && v_cache && out, "attention_decode_qk: NULL device pointer");
+    const qk_fuse f = {(cbf)q_norm, (cbf)k_norm, eps, theta, (__nv_bfloat16 *)k_cache, (__nv_bfloat16 *)v_cache};
+    const __nv_bfloat16 *kc = (const __nv_bfloat16 *)k_cache, *vc = (const __nv_bfloat16 *)v_cache;
+    __nv_bfloat16 *o = (__nv_bfloat16 *)out;
+    const int stride = (heads + 2 * kv_heads) * head_dim;
+#define SM_ATTN_QK_LAUNCH(N) \
+    sm_launch_pdl(attention_kernel<N, true>, (unsigned)heads, ATTN_WARPS * 32, 0, stream, qkv, stride, kc, vc, seq, pos, \
+                  o, heads, kv_heads, head_dim, max_context, scale, f)
+    if (head_dim <= 32) SM_ATTN_QK_LAUNCH(1);
+    else if (head_dim <= 64) SM_ATTN_QK_LAUNCH(2);
+    else if (head_dim <= 128) SM_ATTN_QK_LAUNCH(4);
+    else SM_ATTN_QK_LAUNCH(8);
+#undef SM_ATTN_QK_LAUNCH
+    return sm_kernel_launched("attention_decode_qk", err);
 }

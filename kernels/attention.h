@@ -29,6 +29,19 @@ sm_status sm_cuda_attention(cudaStream_t stream, const float *q, int q_stride, c
                             const sm_bf16_bits *v_cache, const int *seq, const int *pos, sm_bf16_bits *out, int rows,
                             int heads, int kv_heads, int head_dim, int max_context, float scale, sm_error *err);
 
+/* One decode row in one launch: what sm_cuda_qk_norm_rope_kv (fused_ops.h) followed by
+ * sm_cuda_attention computes for rows == 1, bit for bit (output and both caches), except that q
+ * and k are not written back into qkv (nothing reads them after attention). qkv: the row's fp32
+ * q|k|v, unpadded (stride (heads + 2 kv_heads) * head_dim); q_norm/k_norm: Qwen3's per-head
+ * norm, both NULL for none; head_dim even, <= 256. Each block rotates its q head and its group's
+ * new K/V itself and reads the newest position from shared memory; one block per group writes
+ * the slot. With several rows a row could read a slot of the same step before its writer has
+ * run, so this is for single-row steps only. */
+sm_status sm_cuda_attention_decode_qk(cudaStream_t stream, const float *qkv, int heads, int kv_heads, int head_dim,
+                                      const sm_bf16_bits *q_norm, const sm_bf16_bits *k_norm, float eps, float theta,
+                                      const int *seq, const int *pos, sm_bf16_bits *k_cache, sm_bf16_bits *v_cache,
+                                      int max_context, float scale, sm_bf16_bits *out, sm_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -39,37 +39,8 @@ __global__ void __launch_bounds__(QKR_WARPS * 32)
         return;
     }
     const bool is_k = slice >= heads;
-    const __nv_bfloat16 *w = is_k ? kw : qw;
-    float *b = buf[warp];
-    if (w) { /* head_rmsnorm_kernel's arithmetic */
-        float ss = 0;
-        for (int i = lane; i < hd; i += 32) {
-            const float t = v[i];
-            b[i] = t;
-            ss += t * t;
-        }
-        ss = sm_warp_sum(ss);
-        const float scale = 1.0f / sqrtf(ss / (float)hd + eps);
-        for (int i = lane; i < hd; i += 32) b[i] = (b[i] * scale) * bf(w[i]);
-    } else {
-        for (int i = lane; i < hd; i += 32) b[i] = v[i];
-    }
-    __syncwarp();
-    const int half = hd / 2;
-    __nv_bfloat16 *kdst = kc + at + (size_t)(slice - heads) * hd;
-    for (int i = lane; i < half; i += 32) { /* rope_kernel's arithmetic */
-        const float inv_freq = (float)(1.0 / pow((double)theta, (double)(2 * i) / (double)hd));
-        const float angle = (float)p * inv_freq;
-        const float c = cosf(angle), s = sinf(angle);
-        const float a = b[i], bb = b[i + half];
-        const float lo = a * c - bb * s, hi = bb * c + a * s;
-        v[i] = lo;
-        v[i + half] = hi;
-        if (is_k) {
-            kdst[i] = __float2bfloat16_rn(lo);
-            kdst[i + half] = __float2bfloat16_rn(hi);
-        }
-    }
+    __nv_bfloat16 *kdst = is_k ? kc + at + (size_t)(slice - heads) * hd : NULL;
+    sm_warp_head_norm_rope(v, v, is_k ? kw : qw, eps, hd, p, theta, buf[warp], kdst);
 }
 
 /* ---- MoE combine + RMSNorm ----------------------------------------------------------------- */

@@ -10,13 +10,52 @@ namespace {
 constexpr int GEMV_WARPS = 8;
 constexpr int GEMV_VECTORS = 8; /* 16-byte weight vectors per lane in flight (all columns): 4 KiB a warp */
 
+/* The RMSNorm in front of the GEMV (sm_cuda_gemv_norm_xwt): x is then the fp32 residual. */
+struct norm_args {
+    const float *x;              /* [rows, k] */
+    const __nv_bfloat16 *weight; /* [k] */
+    float eps;
+    __nv_bfloat16 *h_out;        /* [rows, k] the normalised rows, written by block 0; may be NULL */
+    int threads;                 /* the block size sm_cuda_rmsnorm_f32 gives a row of k */
+};
+
+/* xs[r] = BF16(x[r] / rms(x[r]) * weight), bit for bit what sm_cuda_rmsnorm_f32 (model_ops.cu)
+ * writes: its sum of squares is replayed with its thread-to-element map and reduction order —
+ * each of its warps' partial sums (a strided loop, then sm_warp_sum) computed by one of ours,
+ * the warp totals added in warp order — so the scale and every rounding are the same. */
+__device__ void norm_rows(const norm_args &a, int rows, int k, __nv_bfloat16 *xs) {
+    __shared__ float partial[SM_GEMV_MAX_ROWS][32];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, vwarps = a.threads / 32;
+    for (int rw = warp; rw < rows * vwarps; rw += GEMV_WARPS) {
+        const int r = rw / vwarps, vw = rw % vwarps;
+        const float *xr = a.x + (size_t)r * k;
+        float ss = 0;
+        for (int i = vw * 32 + lane; i < k; i += a.threads) ss += xr[i] * xr[i];
+        ss = sm_warp_sum(ss);
+        if (lane == 0) partial[r][vw] = ss;
+    }
+    __syncthreads();
+    for (int r = 0; r < rows; r++) {
+        float t = 0;
+        for (int w = 0; w < vwarps; w++) t += partial[r][w];
+        const float scale = 1.0f / sqrtf(t / (float)k + a.eps);
+        const float *xr = a.x + (size_t)r * k;
+        for (int i = threadIdx.x; i < k; i += blockDim.x) {
+            const __nv_bfloat16 v = __float2bfloat16_rn((xr[i] * scale) * __bfloat162float(a.weight[i]));
+            xs[(size_t)r * k + i] = v;
+            if (a.h_out && blockIdx.x == 0) a.h_out[(size_t)r * k + i] = v;
+        }
+    }
+}
+
 /* T: rows rounded up to a power of two (registers per accumulator set); rows <= T.
  * COLS: output columns per warp. Two on wide projections (q|k|v, lm_head) halve the CTAs at
- * the same bytes in flight per warp, so the grid fits the machine in about one wave. */
-template <int T, bool Y_F32, int COLS>
+ * the same bytes in flight per warp, so the grid fits the machine in about one wave.
+ * NORM: x is made in shared memory by norm_rows from the fp32 residual (nx) instead of read. */
+template <int T, bool Y_F32, int COLS, bool NORM>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
     gemv_kernel(const __nv_bfloat16 *__restrict__ x, const __nv_bfloat16 *__restrict__ w, void *y, float beta, int rows,
-                int n, int k) {
+                int n, int k, norm_args nx) {
     constexpr int GEMV_UNROLL = GEMV_VECTORS / COLS; /* per column and pass */
     extern __shared__ uint4 xs[]; /* [rows][k/8] */
     const int k8 = k / 8, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -39,8 +78,12 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     }
     sm_pdl_trigger();
     sm_pdl_wait();
-    const uint4 *xg = reinterpret_cast<const uint4 *>(x);
-    for (int i = threadIdx.x; i < rows * k8; i += blockDim.x) xs[i] = xg[i];
+    if (NORM) {
+        norm_rows(nx, rows, k, reinterpret_cast<__nv_bfloat16 *>(xs));
+    } else {
+        const uint4 *xg = reinterpret_cast<const uint4 *>(x);
+        for (int i = threadIdx.x; i < rows * k8; i += blockDim.x) xs[i] = xg[i];
+    }
     __syncthreads();
     if (col0 >= n) return;
     float acc[COLS][T];
@@ -97,22 +140,31 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     }
 }
 
-template <int T, int COLS>
+template <int T, int COLS, bool NORM>
 void launch_cols(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32, float beta,
-                 int rows, int n, int k) {
+                 int rows, int n, int k, const norm_args &nx) {
     const dim3 grid((unsigned)((n + GEMV_WARPS * COLS - 1) / (GEMV_WARPS * COLS))), block(GEMV_WARPS * 32);
     const size_t smem = (size_t)rows * k * 2;
     const __nv_bfloat16 *xb = reinterpret_cast<const __nv_bfloat16 *>(x), *wb = reinterpret_cast<const __nv_bfloat16 *>(w);
-    if (y_f32) sm_launch_pdl(gemv_kernel<T, true, COLS>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k);
-    else sm_launch_pdl(gemv_kernel<T, false, COLS>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k);
+    if (y_f32) sm_launch_pdl(gemv_kernel<T, true, COLS, NORM>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k, nx);
+    else sm_launch_pdl(gemv_kernel<T, false, COLS, NORM>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k, nx);
 }
 
 /* Two columns a warp from 4096 columns up (q|k|v of Qwen3-30B is 5120, lm_head 151936). */
-template <int T>
+template <int T, bool NORM>
 void launch(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32, float beta, int rows,
-            int n, int k) {
-    if (n >= 4096) launch_cols<T, 2>(stream, x, w, y, y_f32, beta, rows, n, k);
-    else launch_cols<T, 1>(stream, x, w, y, y_f32, beta, rows, n, k);
+            int n, int k, const norm_args &nx) {
+    if (n >= 4096) launch_cols<T, 2, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
+    else launch_cols<T, 1, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
+}
+
+template <bool NORM>
+void launch_rows(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32, float beta,
+                 int rows, int n, int k, const norm_args &nx) {
+    if (rows == 1) launch<1, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
+    else if (rows == 2) launch<2, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
+    else if (rows <= 4) launch<4, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
+    else launch<8, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
 }
 
 /* Rows of x in shared memory: the default 48 KiB per block covers rows * k up to 24576 values
@@ -121,21 +173,41 @@ constexpr size_t GEMV_SMEM_MAX = 48 * 1024;
 
 } // namespace
 
+static bool shape_fits(int rows, int n, int k) {
+    return rows >= 1 && rows <= SM_GEMV_MAX_ROWS && n >= 1 && k >= 8 && k % 8 == 0 && (size_t)rows * k * 2 <= GEMV_SMEM_MAX;
+}
+
 extern "C" bool sm_cuda_gemv_fits(int rows, int n, int k, const void *x, const void *w) {
-    return rows >= 1 && rows <= SM_GEMV_MAX_ROWS && n >= 1 && k >= 8 && k % 8 == 0 &&
-           (size_t)rows * k * 2 <= GEMV_SMEM_MAX && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0;
+    return shape_fits(rows, n, k) && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0;
+}
+
+extern "C" bool sm_cuda_gemv_norm_fits(int rows, int n, int k, const void *w) {
+    return shape_fits(rows, n, k) && ((uintptr_t)w & 15) == 0;
+}
+
+static sm_status check(const void *w, void *y, bool y_f32, float beta, int rows, int n, int k, bool fits, sm_error *err) {
+    NEED(fits, "gemv: shape rows %d n %d k %d not supported (rows 1..%d, k %% 8 == 0, rows*k*2 <= %zu, 16-byte aligned "
+         "operands)", rows, n, k, SM_GEMV_MAX_ROWS, GEMV_SMEM_MAX);
+    NEED(w && y, "gemv: NULL pointer (w %p, y %p)", w, y);
+    NEED(beta == 0.0f || y_f32, "gemv: beta %g needs an fp32 y", (double)beta);
+    return SM_OK;
 }
 
 extern "C" sm_status sm_cuda_gemv_xwt(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y,
                                       bool y_f32, float beta, int rows, int n, int k, sm_error *err) {
-    if (!x || !w || !y) return sm_fail(err, SM_EINVAL, "gemv: NULL pointer (x %p, w %p, y %p)", (const void *)x, (const void *)w, y);
-    if (!sm_cuda_gemv_fits(rows, n, k, x, w))
-        return sm_fail(err, SM_EINVAL, "gemv: shape rows %d n %d k %d not supported (rows 1..%d, k %% 8 == 0, rows*k*2 <= %zu, 16-byte aligned x and w)",
-                       rows, n, k, SM_GEMV_MAX_ROWS, GEMV_SMEM_MAX);
-    if (beta != 0.0f && !y_f32) return sm_fail(err, SM_EINVAL, "gemv: beta %g needs an fp32 y", (double)beta);
-    if (rows == 1) launch<1>(stream, x, w, y, y_f32, beta, rows, n, k);
-    else if (rows == 2) launch<2>(stream, x, w, y, y_f32, beta, rows, n, k);
-    else if (rows <= 4) launch<4>(stream, x, w, y, y_f32, beta, rows, n, k);
-    else launch<8>(stream, x, w, y, y_f32, beta, rows, n, k);
+    NEED(x, "gemv: NULL x");
+    SM_TRY(check(w, y, y_f32, beta, rows, n, k, sm_cuda_gemv_fits(rows, n, k, x, w), err));
+    launch_rows<false>(stream, x, w, y, y_f32, beta, rows, n, k, norm_args{});
     return sm_kernel_launched("gemv", err);
+}
+
+extern "C" sm_status sm_cuda_gemv_norm_xwt(cudaStream_t stream, const float *x, const sm_bf16_bits *norm_weight,
+                                           float eps, sm_bf16_bits *h_out, const sm_bf16_bits *w, void *y, bool y_f32,
+                                           float beta, int rows, int n, int k, sm_error *err) {
+    NEED(x && norm_weight, "gemv_norm: NULL x or norm weight");
+    SM_TRY(check(w, y, y_f32, beta, rows, n, k, sm_cuda_gemv_norm_fits(rows, n, k, w), err));
+    const norm_args nx = {x, reinterpret_cast<const __nv_bfloat16 *>(norm_weight), eps,
+                          reinterpret_cast<__nv_bfloat16 *>(h_out), k >= 1024 ? 1024 : (k + 31) / 32 * 32};
+    launch_rows<true>(stream, NULL, w, y, y_f32, beta, rows, n, k, nx);
+    return sm_kernel_launched("gemv_norm", err);
 }

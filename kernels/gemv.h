@@ -26,6 +26,16 @@ bool sm_cuda_gemv_fits(int rows, int n, int k, const void *x, const void *w);
 sm_status sm_cuda_gemv_xwt(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32,
                            float beta, int rows, int n, int k, sm_error *err);
 
+/* The same GEMV with the RMSNorm before it fused in: x [rows, k] is the fp32 residual stream and
+ * the GEMV multiplies h = BF16(x / rms(x) * norm_weight), bit for bit what sm_cuda_rmsnorm_f32
+ * (model_ops.h, src NULL, BF16 out) writes — so the result equals that launch followed by
+ * sm_cuda_gemv_xwt exactly. h_out (may be NULL) receives h for the norm's other readers (the
+ * MoE gather after the router). Saves a launch at decode sizes. */
+bool sm_cuda_gemv_norm_fits(int rows, int n, int k, const void *w);
+sm_status sm_cuda_gemv_norm_xwt(cudaStream_t stream, const float *x, const sm_bf16_bits *norm_weight, float eps,
+                                sm_bf16_bits *h_out, const sm_bf16_bits *w, void *y, bool y_f32, float beta, int rows,
+                                int n, int k, sm_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -62,6 +62,45 @@ __device__ __forceinline__ float sm_warp_sum(float v) {
     return v;
 }
 
+/* One warp, one attention head of hd (even, <= 256) fp32 values at src: RMS-normalised and
+ * scaled by w (head_rmsnorm_kernel's arithmetic; w NULL: no norm), then rotated by RoPE at
+ * position p (rope_kernel's: rotate-half, inv_freq from theta in double), into dst (fp32; may be
+ * src) and, when kdst != NULL, rounded to BF16 into kdst (the K cache slot). buf: hd floats of
+ * shared scratch for this warp — RoPE pairs element i with i + hd/2, which another lane holds.
+ * Shared by qk_norm_rope_kv and the fused decode attention, so the two stay bit-identical. */
+__device__ __forceinline__ void sm_warp_head_norm_rope(const float *src, float *dst, const __nv_bfloat16 *w, float eps,
+                                                       int hd, int p, float theta, float *buf, __nv_bfloat16 *kdst) {
+    const int lane = threadIdx.x & 31;
+    if (w) {
+        float ss = 0;
+        for (int i = lane; i < hd; i += 32) {
+            const float t = src[i];
+            buf[i] = t;
+            ss += t * t;
+        }
+        ss = sm_warp_sum(ss);
+        const float scale = 1.0f / sqrtf(ss / (float)hd + eps);
+        for (int i = lane; i < hd; i += 32) buf[i] = (buf[i] * scale) * __bfloat162float(w[i]);
+    } else {
+        for (int i = lane; i < hd; i += 32) buf[i] = src[i];
+    }
+    __syncwarp();
+    const int half = hd / 2;
+    for (int i = lane; i < half; i += 32) {
+        const float inv_freq = (float)(1.0 / pow((double)theta, (double)(2 * i) / (double)hd));
+        const float angle = (float)p * inv_freq;
+        const float c = cosf(angle), s = sinf(angle);
+        const float a = buf[i], bb = buf[i + half];
+        const float lo = a * c - bb * s, hi = bb * c + a * s;
+        dst[i] = lo;
+        dst[i + half] = hi;
+        if (kdst) {
+            kdst[i] = __float2bfloat16_rn(lo);
+            kdst[i + half] = __float2bfloat16_rn(hi);
+        }
+    }
+}
+
 __device__ __forceinline__ float sm_silu(float g) { return g / (1.0f + __expf(-g)); }
 
 /* Programmatic dependent launch (Hopper). A decode step is a chain of short kernels, each

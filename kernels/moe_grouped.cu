@@ -90,6 +90,19 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
         wl[j] = reinterpret_cast<const uint4 *>(w + ((size_t)e * w_rows + (live[j] ? wrow : 0)) * K);
     }
 
+    uint4 v[NL][U];
+    /* All of a pass's loads first: bytes in flight. The first pass is requested before the
+     * token tile is copied, so the two latencies overlap instead of adding up. */
+    auto load_pass = [&](int c0) {
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int c = c0 + u * 32 + lane;
+#pragma unroll
+            for (int j = 0; j < NL; j++) v[j][u] = live[j] && c < K8 ? sm_load_stream(wl[j] + c) : make_uint4(0, 0, 0, 0);
+        }
+    };
+    bool first_pass_loaded = col0 < N;
+    if (first_pass_loaded) load_pass(0);
     for (int t0 = 0; t0 < rows; t0 += T) {
         const int nt = min(T, rows - t0);
         const uint4 *src = reinterpret_cast<const uint4 *>(in + (size_t)(row0 + t0) * K);
@@ -102,13 +115,8 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
 #pragma unroll
                 for (int t = 0; t < T; t++) acc[j][t] = 0.0f;
             for (int c0 = 0; c0 < K8; c0 += 32 * U) {
-                uint4 v[NL][U];
-#pragma unroll
-                for (int u = 0; u < U; u++) { /* all loads first: bytes in flight */
-                    const int c = c0 + u * 32 + lane;
-#pragma unroll
-                    for (int j = 0; j < NL; j++) v[j][u] = live[j] && c < K8 ? sm_load_stream(wl[j] + c) : make_uint4(0, 0, 0, 0);
-                }
+                if (!first_pass_loaded) load_pass(c0);
+                first_pass_loaded = false;
 #pragma unroll
                 for (int u = 0; u < U; u++) {
                     const int c = c0 + u * 32 + lane;

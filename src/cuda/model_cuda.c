@@ -4,8 +4,8 @@
  *   attention → o_proj GEMM (+= residual) → RMSNorm → MoE (router GEMM → top-k → permute →
  *   device runner → combine, + shared expert) or dense MLP (gate|up GEMM → SiLU·mul → down GEMM
  *   += residual) ] → final RMSNorm of the rows that want logits → lm_head GEMM.
- * Small decode shapes take fused kernels (q/k norm + RoPE + KV write; routing; combine + the
- * next layer's norm) and a weight-streaming GEMV instead of cuBLASLt, chained with programmatic
+ * Small decode shapes take fused kernels (RMSNorm inside the q|k|v and router GEMVs; q/k norm +
+ * RoPE + KV write, with attention too for a single row; routing; combine + the next layer's norm) and a weight-streaming GEMV instead of cuBLASLt, chained with programmatic
  * dependent launch. Everything runs on the instance's stream with one synchronisation per
  * forward (the logits or sampled tokens; a route observer adds one, its routing being logged on
  * the device during the step), except where the `cublaslt` runner needs each layer's expert
@@ -250,7 +250,13 @@ static sm_status moe(sm_model_dev *m, int l, step *st, const sm_bf16_bits *next_
     cudaStream_t s = m->stream;
     int n = st->n, k = st->top_k, E = c->num_experts, H = c->hidden_size, hp = sm_moe_device_stride(H);
     int n_assign = n * k;
-    SM_TRY(proj(m, m->h, L->router, m->router_logits, true, 0.0f, n, E, H, err));
+    if (sm_cuda_gemv_norm_fits(n, E, H, L->router)) { /* the norm inside the router GEMV, which also writes h */
+        SM_TRY(sm_cuda_gemv_norm_xwt(s, m->x, L->mlp_norm, c->rms_norm_eps, m->h, L->router, m->router_logits, true, 0.0f,
+                                     n, E, H, err));
+    } else {
+        SM_TRY(sm_cuda_rmsnorm_f32(s, m->x, NULL, L->mlp_norm, NULL, m->h, n, H, c->rms_norm_eps, err));
+        SM_TRY(proj(m, m->h, L->router, m->router_logits, true, 0.0f, n, E, H, err));
+    }
     bool fused_route = n <= FUSED_ROUTE_MAX_ROWS && E <= SM_MOE_ROUTE_MAX_EXPERTS && n_assign <= SM_MOE_ROUTE_MAX_ASSIGN;
     if (fused_route)
         SM_TRY(sm_cuda_moe_route(s, m->router_logits, n, E, k, c->norm_topk_prob, m->h, H, hp, m->topk_ids, m->topk_w,
@@ -301,28 +307,40 @@ static sm_status attention(sm_model_dev *m, int l, step *st, sm_error *err) {
     const int *seq = m->d_rows + SM_CUDA_CHUNK_ROWS, *pos = m->d_rows + 2 * SM_CUDA_CHUNK_ROWS;
     float *q = m->qkv, *k = q + qd, *v = k + kvd;
     float eps = c->rms_norm_eps;
-    if (!st->h_ready) SM_TRY(sm_cuda_rmsnorm_f32(s, m->x, NULL, L->attn_norm, NULL, m->h, n, H, eps, err));
-    st->h_ready = false;
-    SM_TRY(proj(m, m->h, L->qkv, m->qkv, true, 0.0f, n, stride, H, err));
-    if (L->qkv_bias) SM_TRY(sm_cuda_add_bias_f32(s, m->qkv, stride, L->qkv_bias, n, stride, err));
-    if (c->qk_norm != SM_QK_NORM_FULL && hd % 2 == 0 && hd <= 256) { /* one launch for the five below */
-        bool norm = c->qk_norm == SM_QK_NORM_PER_HEAD;
-        SM_TRY(sm_cuda_qk_norm_rope_kv(s, m->qkv, stride, n, heads, kvh, hd, norm ? L->q_norm : NULL, norm ? L->k_norm : NULL,
-                                       eps, pos, c->rope_theta, seq, m->k_cache[l], m->v_cache[l], m->max_context, err));
+    if (!st->h_ready && sm_cuda_gemv_norm_fits(n, stride, H, L->qkv)) { /* the norm inside the GEMV */
+        SM_TRY(sm_cuda_gemv_norm_xwt(s, m->x, L->attn_norm, eps, NULL, L->qkv, m->qkv, true, 0.0f, n, stride, H, err));
     } else {
-        if (c->qk_norm == SM_QK_NORM_PER_HEAD) {
-            SM_TRY(sm_cuda_head_rmsnorm_f32(s, q, stride, L->q_norm, n, heads, hd, eps, err));
-            SM_TRY(sm_cuda_head_rmsnorm_f32(s, k, stride, L->k_norm, n, kvh, hd, eps, err));
-        } else if (c->qk_norm == SM_QK_NORM_FULL) {
-            SM_TRY(sm_cuda_head_rmsnorm_f32(s, q, stride, L->q_norm, n, 1, qd, eps, err));
-            SM_TRY(sm_cuda_head_rmsnorm_f32(s, k, stride, L->k_norm, n, 1, kvd, eps, err));
-        }
-        SM_TRY(sm_cuda_rope_f32(s, q, stride, pos, n, heads, hd, c->rope_theta, err));
-        SM_TRY(sm_cuda_rope_f32(s, k, stride, pos, n, kvh, hd, c->rope_theta, err));
-        SM_TRY(sm_cuda_kv_write(s, k, v, stride, m->k_cache[l], m->v_cache[l], seq, pos, n, kvd, m->max_context, err));
+        if (!st->h_ready) SM_TRY(sm_cuda_rmsnorm_f32(s, m->x, NULL, L->attn_norm, NULL, m->h, n, H, eps, err));
+        SM_TRY(proj(m, m->h, L->qkv, m->qkv, true, 0.0f, n, stride, H, err));
     }
-    SM_TRY(sm_cuda_attention(s, q, stride, m->k_cache[l], m->v_cache[l], seq, pos, m->attn, n, heads, kvh, hd,
-                             m->max_context, 1.0f / sqrtf((float)hd), err));
+    st->h_ready = false;
+    if (L->qkv_bias) SM_TRY(sm_cuda_add_bias_f32(s, m->qkv, stride, L->qkv_bias, n, stride, err));
+    bool norm = c->qk_norm == SM_QK_NORM_PER_HEAD, fusable = c->qk_norm != SM_QK_NORM_FULL && hd % 2 == 0 && hd <= 256;
+    float scale = 1.0f / sqrtf((float)hd);
+    if (fusable && n == 1) { /* one launch for the q/k norm, RoPE, K/V write and attention */
+        SM_TRY(sm_cuda_attention_decode_qk(s, m->qkv, heads, kvh, hd, norm ? L->q_norm : NULL, norm ? L->k_norm : NULL, eps,
+                                           c->rope_theta, seq, pos, m->k_cache[l], m->v_cache[l], m->max_context, scale,
+                                           m->attn, err));
+    } else {
+        if (fusable) { /* one launch for the five below */
+            SM_TRY(sm_cuda_qk_norm_rope_kv(s, m->qkv, stride, n, heads, kvh, hd, norm ? L->q_norm : NULL,
+                                           norm ? L->k_norm : NULL, eps, pos, c->rope_theta, seq, m->k_cache[l],
+                                           m->v_cache[l], m->max_context, err));
+        } else {
+            if (c->qk_norm == SM_QK_NORM_PER_HEAD) {
+                SM_TRY(sm_cuda_head_rmsnorm_f32(s, q, stride, L->q_norm, n, heads, hd, eps, err));
+                SM_TRY(sm_cuda_head_rmsnorm_f32(s, k, stride, L->k_norm, n, kvh, hd, eps, err));
+            } else if (c->qk_norm == SM_QK_NORM_FULL) {
+                SM_TRY(sm_cuda_head_rmsnorm_f32(s, q, stride, L->q_norm, n, 1, qd, eps, err));
+                SM_TRY(sm_cuda_head_rmsnorm_f32(s, k, stride, L->k_norm, n, 1, kvd, eps, err));
+            }
+            SM_TRY(sm_cuda_rope_f32(s, q, stride, pos, n, heads, hd, c->rope_theta, err));
+            SM_TRY(sm_cuda_rope_f32(s, k, stride, pos, n, kvh, hd, c->rope_theta, err));
+            SM_TRY(sm_cuda_kv_write(s, k, v, stride, m->k_cache[l], m->v_cache[l], seq, pos, n, kvd, m->max_context, err));
+        }
+        SM_TRY(sm_cuda_attention(s, q, stride, m->k_cache[l], m->v_cache[l], seq, pos, m->attn, n, heads, kvh, hd,
+                                 m->max_context, scale, err));
+    }
     return proj(m, m->attn, L->o, m->x, true, 1.0f, n, H, qd, err);
 }
 
@@ -339,11 +357,12 @@ static sm_status step_body(sm_model_dev *m, const step *st, sm_error *err) {
         int next = l + 1;
         while (next < c->num_layers && s.skip && s.skip[next]) next++;
         SM_TRY(attention(m, l, &s, err));
-        SM_TRY(sm_cuda_rmsnorm_f32(m->stream, m->x, NULL, w->layers[l].mlp_norm, NULL, m->h, n, H, c->rms_norm_eps, err));
-        if (w->layers[l].is_moe)
+        if (w->layers[l].is_moe) { /* normalises x itself (fused into the router GEMV where it can) */
             SM_TRY(moe(m, l, &s, next < c->num_layers ? w->layers[next].attn_norm : NULL, err));
-        else
+        } else {
+            SM_TRY(sm_cuda_rmsnorm_f32(m->stream, m->x, NULL, w->layers[l].mlp_norm, NULL, m->h, n, H, c->rms_norm_eps, err));
             SM_TRY(mlp(m, w->layers[l].gate_up, w->layers[l].down, w->layers[l].ffn, NULL, n, err));
+        }
     }
     if (!st->n_logits) return SM_OK;
     SM_TRY(sm_cuda_rmsnorm_f32(m->stream, m->x, m->d_rows + 3 * SM_CUDA_CHUNK_ROWS, w->final_norm, NULL, m->h,

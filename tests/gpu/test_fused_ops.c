@@ -5,7 +5,8 @@
  *  - moe_route == router_topk + moe_permute + moe_gather: ids and weights, offsets, the set of
  *    assignments of each expert (the order inside an expert may differ), the permutation's
  *    consistency, xs rows; logits with many ties; the launcher's limits;
- *  - moe_combine_rmsnorm == moe_combine + rmsnorm_f32 (BF16 out), and combine alone (no weight).
+ *  - moe_combine_rmsnorm == moe_combine + rmsnorm_f32 (BF16 out), and combine alone (no weight);
+ *  - attention_decode_qk (attention.h) == qk_norm_rope_kv + attention for one row.
  * Shapes: Qwen3-30B-A3B (hidden 2048, 32/4 heads of 128, 128 experts top-8), Mixtral-like (hidden
  * 4096, 8 experts top-2), odd small ones; rows 1, 2, 7, 64. Each checker is shown to reject a
  * one-bit change, so a pass means something. Last, decode-sized timings (graph replays) of each
@@ -136,6 +137,66 @@ static void test_qk_norm_rope_kv(void) {
     CHECK(sm_cuda_qk_norm_rope_kv(0, NULL, 64, 1, 2, 1, 8, (const sm_bf16_bits *)&err, NULL, 1e-6f, NULL, 1e4f, NULL, NULL,
                                   NULL, 8, &err) == SM_EINVAL && strstr(err.msg, "k_norm"),
           "qk_norm_rope_kv: q_norm without k_norm accepted (%s)", err.msg);
+}
+
+/* ---- one-row attention with q/k norm + RoPE + KV write ------------------------------------ */
+
+/* attention_decode_qk == qk_norm_rope_kv + attention for one row: the output and both whole
+ * caches, at position 0 (only the new slot) and at a random later one. */
+static void test_attention_decode_qk(void) {
+    uint64_t seed = 202;
+    const attn_shape shapes[] = {
+        {"qwen3-30b", 32, 4, 128, 0, 1}, {"mixtral/llama", 32, 8, 128, 0, 0}, {"odd hd8 norm", 3, 1, 8, 0, 1},
+        {"hd256 norm", 4, 2, 256, 0, 1}, {"hd66", 5, 5, 66, 0, 1},
+    };
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        const attn_shape *S = &shapes[t];
+        int qd = S->heads * S->hd, kvd = S->kvh * S->hd, stride = qd + 2 * kvd, seqs = 3, ctx = 2048;
+        for (int late = 0; late <= 1; late++) {
+            sm_error err = {0};
+            int seq = (int)(gpu_test_next(&seed) % 3), pos = late ? 1 + (int)(gpu_test_next(&seed) % (uint64_t)(ctx - 1)) : 0;
+            size_t n_cache = (size_t)seqs * ctx * kvd, n_out = (size_t)qd;
+            float *qkv = malloc((size_t)stride * 4);
+            for (int i = 0; i < stride; i++) qkv[i] = 3.0f * gpu_test_uniform(&seed);
+            float *qw = gpu_test_random_bf16((size_t)S->hd, 1.0f, &seed), *kw = gpu_test_random_bf16((size_t)S->hd, 1.0f, &seed);
+            float *cache0 = gpu_test_random_bf16(n_cache, 1.0f, &seed);
+            float *d_a = gpu_test_upload(qkv, (size_t)stride * 4), *d_b = gpu_test_upload(qkv, (size_t)stride * 4);
+            void *d_kca = gpu_test_upload_bf16(cache0, 1, (int)n_cache, (int)n_cache), *d_vca = dup_dev(d_kca, n_cache * 2);
+            void *d_kcb = dup_dev(d_kca, n_cache * 2), *d_vcb = dup_dev(d_kca, n_cache * 2);
+            void *d_qw = S->norm ? gpu_test_upload_bf16(qw, 1, S->hd, S->hd) : NULL;
+            void *d_kw = S->norm ? gpu_test_upload_bf16(kw, 1, S->hd, S->hd) : NULL;
+            int *d_seq = gpu_test_upload(&seq, sizeof seq), *d_pos = gpu_test_upload(&pos, sizeof pos);
+            void *d_oa = gpu_test_malloc(n_out * 2), *d_ob = gpu_test_malloc(n_out * 2);
+            gpu_test_poison(d_oa, n_out * 2);
+            gpu_test_poison(d_ob, n_out * 2);
+            float eps = 1e-6f, theta = 1e6f, scale = 1.0f / sqrtf((float)S->hd);
+            CHECK_OK(sm_cuda_qk_norm_rope_kv(0, d_a, stride, 1, S->heads, S->kvh, S->hd, d_qw, d_kw, eps, d_pos, theta, d_seq,
+                                             d_kca, d_vca, ctx, &err), &err);
+            CHECK_OK(sm_cuda_attention(0, d_a, stride, d_kca, d_vca, d_seq, d_pos, d_oa, 1, S->heads, S->kvh, S->hd, ctx,
+                                       scale, &err), &err);
+            CHECK_OK(sm_cuda_attention_decode_qk(0, d_b, S->heads, S->kvh, S->hd, d_qw, d_kw, eps, theta, d_seq, d_pos, d_kcb,
+                                                 d_vcb, ctx, scale, d_ob, &err), &err);
+            sync_ok("attention_decode_qk");
+            size_t at = 0;
+            CHECK(dev_same(d_oa, d_ob, n_out * 2, &at), "attention_decode_qk %s pos %d: output differs from the chain at %zu",
+                  S->name, pos, at / 2);
+            CHECK(dev_same(d_kca, d_kcb, n_cache * 2, &at), "attention_decode_qk %s pos %d: K cache differs at %zu", S->name,
+                  pos, at / 2);
+            CHECK(dev_same(d_vca, d_vcb, n_cache * 2, &at), "attention_decode_qk %s pos %d: V cache differs at %zu", S->name,
+                  pos, at / 2);
+            float *o = malloc(n_out * 4);
+            gpu_test_download_bf16(o, d_ob, 1, (int)n_out, (int)n_out);
+            CHECK(gpu_test_all_finite(o, n_out), "attention_decode_qk %s pos %d: output not finite", S->name, pos);
+            if (t == 0 && late) check_detects_flip(d_ob, n_out * 2, "attention output");
+            printf("attention_decode_qk %-14s pos %4d: output, K and V caches bit-identical to the chain\n", S->name, pos);
+            free(o); free(qkv); free(qw); free(kw); free(cache0);
+            cudaFree(d_a); cudaFree(d_b); cudaFree(d_kca); cudaFree(d_vca); cudaFree(d_kcb); cudaFree(d_vcb);
+            cudaFree(d_qw); cudaFree(d_kw); cudaFree(d_seq); cudaFree(d_pos); cudaFree(d_oa); cudaFree(d_ob);
+        }
+    }
+    sm_error err = {0};
+    CHECK(sm_cuda_attention_decode_qk(0, NULL, 2, 1, 7, NULL, NULL, 1e-6f, 1e4f, NULL, NULL, NULL, NULL, 8, 1.0f, NULL, &err) ==
+              SM_EINVAL && strstr(err.msg, "head_dim 7"), "attention_decode_qk: odd head_dim accepted (%s)", err.msg);
 }
 
 /* ---- MoE routing --------------------------------------------------------------------------- */
@@ -478,6 +539,7 @@ static void bench_fused(void) {
 int main(int argc, char **argv) {
     gpu_test_require_device("test_gpu_fused_ops");
     test_qk_norm_rope_kv();
+    test_attention_decode_qk();
     test_moe_route();
     test_combine_rmsnorm();
     if (!(argc > 1 && !strcmp(argv[1], "--no-bench"))) bench_fused();
