@@ -91,6 +91,10 @@ fi
 if has decode; then
   run decode_graphs 200 "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b --batch "$BATCHES" --steps 20 || status=1
   run decode_eager 60 "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b --batch 1 --steps 10 --eager || status=1
+  for ctx in 160 2048; do # decode over longer contexts: attention's share of the step
+    run "decode_context_$ctx" 60 "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b --batch 1,8 --prompt "$ctx" \
+      --steps 10 || status=1
+  done
   run decode_cublaslt 120 "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b --batch 1,2,4,8,16 --steps 20 \
     --moe-runner-backend cublaslt || status=1
 fi
