@@ -31,18 +31,42 @@ struct qk_fuse {
     __nv_bfloat16 *k_cache, *v_cache;     /* the new position's slot is written here */
 };
 
-template <int NPER, bool FUSED>
+/* Split-context decode (SPLIT): SM_ATTN_SPLITS blocks per (row, head), each over a chunk of at
+ * least ATTN_SPLIT_MIN_CHUNK positions, so a few rows still fill the machine; each block leaves
+ * its unnormalised partial (max, sum, weighted V) in the workspace and the last of the (row,
+ * head) to arrive merges them. The chunk follows the row's length on the device, so one
+ * captured launch serves every length. Workspace: [rows * heads] arrival counts (zero between
+ * launches: the merging block resets its count), then [rows * heads][splits][hd + 2] partials. */
+#define ATTN_SPLIT_MIN_CHUNK 64
+
+/* The counts always take room for SM_ATTN_SPLIT_MAX_ROWS rows, so launches with different row
+ * counts never find partials where their counts are. */
+__host__ __device__ inline size_t split_counts_bytes(int heads) {
+    return ((size_t)SM_ATTN_SPLIT_MAX_ROWS * heads * sizeof(int) + 255) / 256 * 256;
+}
+
+template <int NPER, bool FUSED, bool SPLIT>
 __global__ void __launch_bounds__(ATTN_WARPS * 32)
     attention_kernel(const float *__restrict__ q, int q_stride, const __nv_bfloat16 *kc, const __nv_bfloat16 *vc,
                      const int *__restrict__ seq, const int *__restrict__ pos, __nv_bfloat16 *__restrict__ out, int heads,
-                     int kv_heads, int hd, int max_context, float scale, qk_fuse fuse) {
+                     int kv_heads, int hd, int max_context, float scale, qk_fuse fuse, void *split_ws) {
     sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
     sm_pdl_wait();
     __shared__ float s_m[ATTN_WARPS], s_l[ATTN_WARPS];
     __shared__ float s_acc[ATTN_WARPS][NPER * 32];
-    const int r = blockIdx.x / heads, h = blockIdx.x % heads, g = h / (heads / kv_heads);
+    constexpr int S = SPLIT ? SM_ATTN_SPLITS : 1;
+    const int rh = blockIdx.x / S, split = blockIdx.x % S;
+    const int r = rh / heads, h = rh % heads, g = h / (heads / kv_heads);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int kvd = kv_heads * hd, n = pos[r] + 1;
+    int t_begin = 0, t_end = n, active = 1;
+    if (SPLIT) {
+        const int chunk = max(ATTN_SPLIT_MIN_CHUNK, (n + S - 1) / S);
+        active = (n + chunk - 1) / chunk;
+        if (split >= active) return; /* block-uniform */
+        t_begin = split * chunk;
+        t_end = min(n, t_begin + chunk);
+    }
     const float *qr = q + (size_t)r * q_stride + (size_t)h * hd;
     /* FUSED: this block's q head and its group's new K/V, made here exactly as qk_norm_rope_kv
      * makes them (the same device function); the newest position is read from shared memory,
@@ -58,7 +82,7 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
         else if (warp == 2)
             for (int i = lane; i < hd; i += 32) f_v[i] = __float2bfloat16_rn(q[(size_t)(heads + kv_heads + g) * hd + i]);
         __syncthreads();
-        if (h % (heads / kv_heads) == 0) { /* the group's first q head writes the slot */
+        if (h % (heads / kv_heads) == 0 && split == 0) { /* one block of the group writes the slot */
             const size_t at = ((size_t)seq[r] * max_context + p) * kvd + (size_t)g * hd;
             for (int i = threadIdx.x; i < hd; i += blockDim.x) {
                 fuse.k_cache[at + i] = f_k[i];
@@ -79,7 +103,7 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
     /* ATTN_POS positions a warp per step, all their K and V loads issued before any math: one
      * position at a time left each warp waiting out a load latency per position (the step loop
      * of a 48-layer decode spent ~1 ms more at 160 positions than at 40 on an H200, 2026-11-23). */
-    for (int t0 = warp * ATTN_POS; t0 < n; t0 += ATTN_WARPS * ATTN_POS) {
+    for (int t0 = t_begin + warp * ATTN_POS; t0 < t_end; t0 += ATTN_WARPS * ATTN_POS) {
         float kf[ATTN_POS][NPER], vf[ATTN_POS][NPER], s[ATTN_POS];
 #pragma unroll
         for (int j = 0; j < ATTN_POS; j++) {
@@ -90,7 +114,7 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
 #pragma unroll
             for (int i = 0; i < NPER; i++) {
                 const int d = lane + 32 * i;
-                const bool ok = t < n && d < hd;
+                const bool ok = t < t_end && d < hd;
                 kf[j][i] = ok ? __bfloat162float(kt[d]) : 0.0f;
                 vf[j][i] = ok ? __bfloat162float(vt[d]) : 0.0f;
             }
@@ -101,7 +125,7 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
             float dot = 0.0f;
 #pragma unroll
             for (int i = 0; i < NPER; i++) dot += qv[i] * kf[j][i];
-            s[j] = t0 + j < n ? sm_warp_sum(dot) : -INFINITY;
+            s[j] = t0 + j < t_end ? sm_warp_sum(dot) : -INFINITY;
             m_new = fmaxf(m_new, s[j]);
         }
         const float corr = expf(m - m_new);
@@ -129,16 +153,75 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
         f[w] = s_m[w] == -INFINITY ? 0.0f : expf(s_m[w] - M); /* a warp that saw no position adds nothing */
         L += s_l[w] * f[w];
     }
+    float v[NPER];
+#pragma unroll
+    for (int i = 0; i < NPER; i++) {
+        const int d = lane + 32 * i;
+        v[i] = 0.0f;
+        if (d < hd)
+            for (int w = 0; w < ATTN_WARPS; w++) v[i] += s_acc[w][d] * f[w];
+    }
+    if (SPLIT && active > 1) {
+        int *count = static_cast<int *>(split_ws) + rh;
+        float *parts = reinterpret_cast<float *>(static_cast<char *>(split_ws) + split_counts_bytes(heads));
+        float *mine = parts + ((size_t)rh * S + split) * (hd + 2);
+        if (lane == 0) { mine[0] = M; mine[1] = L; }
+#pragma unroll
+        for (int i = 0; i < NPER; i++)
+            if (lane + 32 * i < hd) mine[2 + lane + 32 * i] = v[i];
+        __threadfence(); /* the partial is visible before the arrival is counted */
+        __syncwarp();
+        int last = 0;
+        if (lane == 0) last = atomicAdd(count, 1) == active - 1;
+        if (!__shfl_sync(0xffffffffu, last, 0)) return;
+        if (lane == 0) *count = 0; /* ready for the next launch */
+        __threadfence();
+        const float *all = parts + (size_t)rh * S * (hd + 2);
+        float Mg = -INFINITY;
+        for (int j = 0; j < active; j++) Mg = fmaxf(Mg, __ldcg(all + (size_t)j * (hd + 2)));
+        L = 0.0f;
+#pragma unroll
+        for (int i = 0; i < NPER; i++) v[i] = 0.0f;
+        for (int j = 0; j < active; j++) {
+            const float *pj = all + (size_t)j * (hd + 2);
+            const float fj = expf(__ldcg(pj) - Mg); /* every active chunk saw at least one position */
+            L += __ldcg(pj + 1) * fj;
+#pragma unroll
+            for (int i = 0; i < NPER; i++)
+                if (lane + 32 * i < hd) v[i] += __ldcg(pj + 2 + lane + 32 * i) * fj;
+        }
+    }
     const float inv = 1.0f / L;
     __nv_bfloat16 *o = out + (size_t)r * heads * hd + (size_t)h * hd;
 #pragma unroll
     for (int i = 0; i < NPER; i++) {
         const int d = lane + 32 * i;
-        if (d >= hd) continue;
-        float v = 0.0f;
-        for (int w = 0; w < ATTN_WARPS; w++) v += s_acc[w][d] * f[w];
-        o[d] = __float2bfloat16_rn(v * inv);
+        if (d < hd) o[d] = __float2bfloat16_rn(v[i] * inv);
     }
+}
+
+/* Kernel of a launch: split when a workspace is given and the rows are few (decode, verify). */
+template <int NPER, bool FUSED>
+void launch_attention(cudaStream_t stream, int rows, int heads, const float *q, int q_stride, const __nv_bfloat16 *kc,
+                      const __nv_bfloat16 *vc, const int *seq, const int *pos, __nv_bfloat16 *o, int kv_heads, int hd,
+                      int max_context, float scale, const qk_fuse &f, void *split_ws) {
+    const unsigned blocks = (unsigned)((long)rows * heads);
+    if (split_ws && rows <= SM_ATTN_SPLIT_MAX_ROWS)
+        sm_launch_pdl(attention_kernel<NPER, FUSED, true>, blocks * SM_ATTN_SPLITS, ATTN_WARPS * 32, 0, stream, q, q_stride,
+                      kc, vc, seq, pos, o, heads, kv_heads, hd, max_context, scale, f, split_ws);
+    else
+        sm_launch_pdl(attention_kernel<NPER, FUSED, false>, blocks, ATTN_WARPS * 32, 0, stream, q, q_stride, kc, vc, seq,
+                      pos, o, heads, kv_heads, hd, max_context, scale, f, split_ws);
+}
+
+template <bool FUSED>
+void launch_hd(cudaStream_t stream, int rows, int heads, const float *q, int q_stride, const __nv_bfloat16 *kc,
+               const __nv_bfloat16 *vc, const int *seq, const int *pos, __nv_bfloat16 *o, int kv_heads, int hd,
+               int max_context, float scale, const qk_fuse &f, void *split_ws) {
+    if (hd <= 32) launch_attention<1, FUSED>(stream, rows, heads, q, q_stride, kc, vc, seq, pos, o, kv_heads, hd, max_context, scale, f, split_ws);
+    else if (hd <= 64) launch_attention<2, FUSED>(stream, rows, heads, q, q_stride, kc, vc, seq, pos, o, kv_heads, hd, max_context, scale, f, split_ws);
+    else if (hd <= 128) launch_attention<4, FUSED>(stream, rows, heads, q, q_stride, kc, vc, seq, pos, o, kv_heads, hd, max_context, scale, f, split_ws);
+    else launch_attention<8, FUSED>(stream, rows, heads, q, q_stride, kc, vc, seq, pos, o, kv_heads, hd, max_context, scale, f, split_ws);
 }
 
 } // namespace
@@ -155,26 +238,21 @@ extern "C" sm_status sm_cuda_kv_write(cudaStream_t stream, const float *k, const
     return sm_kernel_launched("kv_write", err);
 }
 
+extern "C" size_t sm_cuda_attention_split_bytes(int heads, int head_dim) {
+    return split_counts_bytes(heads) +
+           (size_t)SM_ATTN_SPLIT_MAX_ROWS * heads * SM_ATTN_SPLITS * (head_dim + 2) * sizeof(float);
+}
+
 extern "C" sm_status sm_cuda_attention(cudaStream_t stream, const float *q, int q_stride, const sm_bf16_bits *k_cache,
                                        const sm_bf16_bits *v_cache, const int *seq, const int *pos, sm_bf16_bits *out,
                                        int rows, int heads, int kv_heads, int head_dim, int max_context, float scale,
-                                       sm_error *err) {
-    if (rows < 0 || heads <= 0 || kv_heads <= 0 || heads % kv_heads || head_dim <= 0 || head_dim > 256 ||
-        q_stride < heads * head_dim)
-        return sm_fail(err, SM_EINVAL, "attention: bad shape (rows %d, heads %d, kv_heads %d, head_dim %d)", rows, heads,
-                       kv_heads, head_dim);
+                                       void *split_ws, sm_error *err) {
+    NEED(rows >= 0 && heads > 0 && kv_heads > 0 && heads % kv_heads == 0 && head_dim > 0 && head_dim <= 256 &&
+             q_stride >= heads * head_dim,
+         "attention: bad shape (rows %d, heads %d, kv_heads %d, head_dim %d)", rows, heads, kv_heads, head_dim);
     if (!rows) return SM_OK;
-    const unsigned grid = (unsigned)((long)rows * heads);
-    const __nv_bfloat16 *kc = (const __nv_bfloat16 *)k_cache, *vc = (const __nv_bfloat16 *)v_cache;
-    __nv_bfloat16 *o = (__nv_bfloat16 *)out;
-#define SM_ATTN_LAUNCH(N) \
-    sm_launch_pdl(attention_kernel<N, false>, grid, ATTN_WARPS * 32, 0, stream, q, q_stride, kc, vc, seq, pos, o, heads, \
-                  kv_heads, head_dim, max_context, scale, qk_fuse{})
-    if (head_dim <= 32) SM_ATTN_LAUNCH(1);
-    else if (head_dim <= 64) SM_ATTN_LAUNCH(2);
-    else if (head_dim <= 128) SM_ATTN_LAUNCH(4);
-    else SM_ATTN_LAUNCH(8);
-#undef SM_ATTN_LAUNCH
+    launch_hd<false>(stream, rows, heads, q, q_stride, (cbf)k_cache, (cbf)v_cache, seq, pos, (__nv_bfloat16 *)out,
+                     kv_heads, head_dim, max_context, scale, qk_fuse{}, split_ws);
     return sm_kernel_launched("attention", err);
 }
 
@@ -182,23 +260,14 @@ extern "C" sm_status sm_cuda_attention_decode_qk(cudaStream_t stream, const floa
                                                  int head_dim, const sm_bf16_bits *q_norm, const sm_bf16_bits *k_norm,
                                                  float eps, float theta, const int *seq, const int *pos,
                                                  sm_bf16_bits *k_cache, sm_bf16_bits *v_cache, int max_context,
-                                                 float scale, sm_bf16_bits *out, sm_error *err) {
+                                                 float scale, sm_bf16_bits *out, void *split_ws, sm_error *err) {
     NEED(heads > 0 && kv_heads > 0 && heads % kv_heads == 0 && head_dim > 0 && head_dim <= 256 && head_dim % 2 == 0,
          "attention_decode_qk: bad shape (heads %d, kv_heads %d, head_dim %d: even head_dim up to 256)", heads, kv_heads,
          head_dim);
     NEED(!q_norm == !k_norm, "attention_decode_qk: q_norm and k_norm go together");
     NEED(qkv && seq && pos && k_cache && v_cache && out, "attention_decode_qk: NULL device pointer");
     const qk_fuse f = {(cbf)q_norm, (cbf)k_norm, eps, theta, (__nv_bfloat16 *)k_cache, (__nv_bfloat16 *)v_cache};
-    const __nv_bfloat16 *kc = (const __nv_bfloat16 *)k_cache, *vc = (const __nv_bfloat16 *)v_cache;
-    __nv_bfloat16 *o = (__nv_bfloat16 *)out;
-    const int stride = (heads + 2 * kv_heads) * head_dim;
-#define SM_ATTN_QK_LAUNCH(N) \
-    sm_launch_pdl(attention_kernel<N, true>, (unsigned)heads, ATTN_WARPS * 32, 0, stream, qkv, stride, kc, vc, seq, pos, \
-                  o, heads, kv_heads, head_dim, max_context, scale, f)
-    if (head_dim <= 32) SM_ATTN_QK_LAUNCH(1);
-    else if (head_dim <= 64) SM_ATTN_QK_LAUNCH(2);
-    else if (head_dim <= 128) SM_ATTN_QK_LAUNCH(4);
-    else SM_ATTN_QK_LAUNCH(8);
-#undef SM_ATTN_QK_LAUNCH
+    launch_hd<true>(stream, 1, heads, qkv, (heads + 2 * kv_heads) * head_dim, (cbf)k_cache, (cbf)v_cache, seq, pos,
+                    (__nv_bfloat16 *)out, kv_heads, head_dim, max_context, scale, f, split_ws);
     return sm_kernel_launched("attention_decode_qk", err);
 }

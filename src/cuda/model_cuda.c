@@ -58,6 +58,8 @@ struct sm_model_dev {
     float *x, *qkv, *router_logits, *topk_w, *sorted_w, *gate, *logits;
     sm_bf16_bits *h, *attn, *gu, *act, *xs, *ys;
     int *topk_ids, *offsets, *sorted_src, *sorted_pos;
+    void *attn_split;         /* split-context attention's workspace (attention.h), zeroed at create */
+    size_t attn_split_bytes;
     /* routing of every MoE layer of a step, logged on the device for a route observer and copied
      * to the host once after the step (so an observed step needs no per-layer synchronisation and
      * can be a graph): [num_layers][assign_cap], device and pinned host; allocated on first use */
@@ -104,6 +106,8 @@ static size_t ws_layout(sm_model_dev *m, char *base) {
     m->gu = wcarve(&w, R * 2 * F * 2);
     m->act = wcarve(&w, R * F * 2);
     m->logits = wcarve(&w, R * (size_t)c->vocab_size * 4);
+    m->attn_split_bytes = sm_cuda_attention_split_bytes(c->num_heads, c->head_dim);
+    m->attn_split = wcarve(&w, m->attn_split_bytes);
     if (E) {
         m->router_logits = wcarve(&w, R * E * 4);
         m->topk_ids = wcarve(&w, A * 4);
@@ -184,6 +188,8 @@ static sm_status instance_create(dev_weights *w, const sm_model_opts *opts, int 
     }
     /* never-written cache entries read as zeros, not NaN garbage, if a bug ever reads them */
     if ((s = sm_cuda_check(cudaMemsetAsync(m->kv, 0, kv_bytes, m->stream), err, "GPU model: clearing the KV cache")) ||
+        (s = sm_cuda_check(cudaMemsetAsync(m->attn_split, 0, m->attn_split_bytes, m->stream), err,
+                           "GPU model: clearing the attention workspace")) ||
         (s = sm_cuda_check(cudaStreamSynchronize(m->stream), err, "GPU model: clearing the KV cache")))
         goto fail;
     *out = m;
@@ -321,7 +327,7 @@ static sm_status attention(sm_model_dev *m, int l, step *st, sm_error *err) {
     if (fusable && n == 1) { /* one launch for the q/k norm, RoPE, K/V write and attention */
         SM_TRY(sm_cuda_attention_decode_qk(s, m->qkv, heads, kvh, hd, norm ? L->q_norm : NULL, norm ? L->k_norm : NULL, eps,
                                            c->rope_theta, seq, pos, m->k_cache[l], m->v_cache[l], m->max_context, scale,
-                                           m->attn, err));
+                                           m->attn, m->attn_split, err));
     } else {
         if (fusable) { /* one launch for the five below */
             SM_TRY(sm_cuda_qk_norm_rope_kv(s, m->qkv, stride, n, heads, kvh, hd, norm ? L->q_norm : NULL,
@@ -340,7 +346,7 @@ static sm_status attention(sm_model_dev *m, int l, step *st, sm_error *err) {
             SM_TRY(sm_cuda_kv_write(s, k, v, stride, m->k_cache[l], m->v_cache[l], seq, pos, n, kvd, m->max_context, err));
         }
         SM_TRY(sm_cuda_attention(s, q, stride, m->k_cache[l], m->v_cache[l], seq, pos, m->attn, n, heads, kvh, hd,
-                                 m->max_context, scale, err));
+                                 m->max_context, scale, m->attn_split, err));
     }
     return proj(m, m->attn, L->o, m->x, true, 1.0f, n, H, qd, err);
 }

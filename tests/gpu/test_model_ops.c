@@ -132,11 +132,11 @@ static void test_attention(void) {
     const int shapes[][3] = {{2, 1, 8}, {8, 2, 32}, {4, 4, 64}, {32, 4, 128}, {4, 2, 256}}; /* heads, kv_heads, hd */
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         int heads = shapes[t][0], kvh = shapes[t][1], hd = shapes[t][2], qd = heads * hd, kvd = kvh * hd;
-        int stride = qd + 2 * kvd, ctx = 300, seqs = 3;
-        /* seq 0: 200 cached positions, then a decode row; seq 1: prefill of 7 rows from 0;
+        int stride = qd + 2 * kvd, ctx = 1500, seqs = 3;
+        /* seq 0: 1400 cached positions, then a decode row; seq 1: prefill of 7 rows from 0;
          * seq 2: 50 cached, then 5 verify rows (51..55). Rows are interleaved on purpose. */
         int seq[13], pos[13], rows = 0;
-        seq[rows] = 0; pos[rows++] = 200;
+        seq[rows] = 0; pos[rows++] = 1400;
         for (int i = 0; i < 7; i++) { seq[rows] = 1; pos[rows++] = i; }
         for (int i = 0; i < 5; i++) { seq[rows] = 2; pos[rows++] = 50 + i; }
         size_t cache_n = (size_t)seqs * ctx * kvd;
@@ -151,7 +151,7 @@ static void test_attention(void) {
         gpu_test_poison(d_out, (size_t)rows * qd * 2);
         CHECK_OK(sm_cuda_kv_write(0, d_qkv + qd, d_qkv + qd + kvd, stride, d_kc, d_vc, d_seq, d_pos, rows, kvd, ctx, &err), &err);
         CHECK_OK(sm_cuda_attention(0, d_qkv, stride, d_kc, d_vc, d_seq, d_pos, d_out, rows, heads, kvh, hd, ctx,
-                                   1.0f / sqrtf((float)hd), &err), &err);
+                                   1.0f / sqrtf((float)hd), NULL, &err), &err);
         sync_ok("attention");
         /* twin: write the rows' K/V (BF16-rounded) into the host cache first, as the kernel did */
         for (int r = 0; r < rows; r++)
@@ -170,6 +170,28 @@ static void test_attention(void) {
         CHECK(e < BF16_TOL && gpu_test_all_finite(got, (size_t)rows * qd), "attention heads %d/%d hd %d: rel L2 %.3g", heads,
               kvh, hd, e);
         printf("attention heads %2d/%d hd %3d (mixed prefill/decode/verify rows): rel L2 %.2e\n", heads, kvh, hd, e);
+        /* split-context: the decode row (1401 positions: all 16 chunks) alone, then the 5 verify
+         * rows, twice each (the workspace must be ready again after a launch) */
+        size_t ws_bytes = sm_cuda_attention_split_bytes(heads, hd);
+        void *ws = gpu_test_malloc(ws_bytes);
+        gpu_test_cuda(cudaMemset(ws, 0, ws_bytes), "split workspace");
+        const int parts[2][2] = {{0, 1}, {8, 5}}; /* first row, rows */
+        for (int rep = 0; rep < 2; rep++)
+            for (int pi = 0; pi < 2; pi++) {
+                int r0 = parts[pi][0], nr = parts[pi][1];
+                gpu_test_poison(d_out, (size_t)rows * qd * 2);
+                CHECK_OK(sm_cuda_attention(0, d_qkv + (size_t)r0 * stride, stride, d_kc, d_vc, d_seq + r0, d_pos + r0,
+                                           (sm_bf16_bits *)d_out + (size_t)r0 * qd, nr, heads, kvh, hd, ctx,
+                                           1.0f / sqrtf((float)hd), ws, &err), &err);
+                sync_ok("split attention");
+                gpu_test_download_bf16(got, d_out, rows, qd, qd);
+                double es = test_rel_l2(got + (size_t)r0 * qd, ref + (size_t)r0 * qd, (size_t)nr * qd);
+                CHECK(es < BF16_TOL && gpu_test_all_finite(got + (size_t)r0 * qd, (size_t)nr * qd),
+                      "split attention heads %d/%d hd %d rows %d..%d (pass %d): rel L2 %.3g", heads, kvh, hd, r0,
+                      r0 + nr - 1, rep, es);
+                if (rep == 1) printf("  split-context, rows %d..%d: rel L2 %.2e\n", r0, r0 + nr - 1, es);
+            }
+        cudaFree(ws);
         free(kc); free(vc); free(qkv); free(got_kc); free(ref); free(got);
         cudaFree(d_kc); cudaFree(d_vc); cudaFree(d_qkv); cudaFree(d_seq); cudaFree(d_pos); cudaFree(d_out);
     }
