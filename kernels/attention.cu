@@ -31,12 +31,13 @@ struct qk_fuse {
     __nv_bfloat16 *k_cache, *v_cache;     /* the new position's slot is written here */
 };
 
-/* Split-context decode (SPLIT): SM_ATTN_SPLITS blocks per (row, head), each over a chunk of at
- * least ATTN_SPLIT_MIN_CHUNK positions, so a few rows still fill the machine; each block leaves
- * its unnormalised partial (max, sum, weighted V) in the workspace and the last of the (row,
- * head) to arrive merges them. The chunk follows the row's length on the device, so one
- * captured launch serves every length. Workspace: [rows * heads] arrival counts (zero between
- * launches: the merging block resets its count), then [rows * heads][splits][hd + 2] partials. */
+/* Split-context decode (SPLIT): `splits` blocks per (row, head), each over a chunk of at least
+ * ATTN_SPLIT_MIN_CHUNK positions, so a few rows still fill the machine; each block leaves its
+ * unnormalised partial (max, sum, weighted V) in the workspace and the last of the (row, head)
+ * to arrive merges them. The chunk follows the row's length on the device, so one captured
+ * launch serves every length (a shorter row leaves the last blocks idle). Workspace:
+ * [SM_ATTN_SPLIT_MAX_ROWS * heads] arrival counts (zero between launches: the merging block
+ * resets its count), then [rows * heads][splits][hd + 2] partials. */
 #define ATTN_SPLIT_MIN_CHUNK 64
 
 /* The counts always take room for SM_ATTN_SPLIT_MAX_ROWS rows, so launches with different row
@@ -49,12 +50,12 @@ template <int NPER, bool FUSED, bool SPLIT>
 __global__ void __launch_bounds__(ATTN_WARPS * 32)
     attention_kernel(const float *__restrict__ q, int q_stride, const __nv_bfloat16 *kc, const __nv_bfloat16 *vc,
                      const int *__restrict__ seq, const int *__restrict__ pos, __nv_bfloat16 *__restrict__ out, int heads,
-                     int kv_heads, int hd, int max_context, float scale, qk_fuse fuse, void *split_ws) {
+                     int kv_heads, int hd, int max_context, float scale, qk_fuse fuse, void *split_ws, int splits) {
     sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
     sm_pdl_wait();
     __shared__ float s_m[ATTN_WARPS], s_l[ATTN_WARPS];
     __shared__ float s_acc[ATTN_WARPS][NPER * 32];
-    constexpr int S = SPLIT ? SM_ATTN_SPLITS : 1;
+    const int S = SPLIT ? splits : 1;
     const int rh = blockIdx.x / S, split = blockIdx.x % S;
     const int r = rh / heads, h = rh % heads, g = h / (heads / kv_heads);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -176,19 +177,34 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
         if (!__shfl_sync(0xffffffffu, last, 0)) return;
         if (lane == 0) *count = 0; /* ready for the next launch */
         __threadfence();
+        /* lane j holds chunk j's max and sum; the weighted V rows are read MERGE_BATCH chunks at a
+         * time, loads first, so the merge waits out a few load latencies, not one per chunk */
         const float *all = parts + (size_t)rh * S * (hd + 2);
-        float Mg = -INFINITY;
-        for (int j = 0; j < active; j++) Mg = fmaxf(Mg, __ldcg(all + (size_t)j * (hd + 2)));
-        L = 0.0f;
+        const float mj = lane < active ? __ldcg(all + (size_t)lane * (hd + 2)) : -INFINITY;
+        const float lj = lane < active ? __ldcg(all + (size_t)lane * (hd + 2) + 1) : 0.0f;
+        float Mg = mj;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) Mg = fmaxf(Mg, __shfl_xor_sync(0xffffffffu, Mg, o));
+        const float fj = lane < active ? expf(mj - Mg) : 0.0f; /* every active chunk saw a position */
+        L = sm_warp_sum(lj * fj);
 #pragma unroll
         for (int i = 0; i < NPER; i++) v[i] = 0.0f;
-        for (int j = 0; j < active; j++) {
-            const float *pj = all + (size_t)j * (hd + 2);
-            const float fj = expf(__ldcg(pj) - Mg); /* every active chunk saw at least one position */
-            L += __ldcg(pj + 1) * fj;
+        constexpr int MERGE_BATCH = 4;
+        for (int j0 = 0; j0 < active; j0 += MERGE_BATCH) {
+            float pv[MERGE_BATCH][NPER];
 #pragma unroll
-            for (int i = 0; i < NPER; i++)
-                if (lane + 32 * i < hd) v[i] += __ldcg(pj + 2 + lane + 32 * i) * fj;
+            for (int b = 0; b < MERGE_BATCH; b++)
+#pragma unroll
+                for (int i = 0; i < NPER; i++) {
+                    const int d = lane + 32 * i;
+                    pv[b][i] = j0 + b < active && d < hd ? __ldcg(all + (size_t)(j0 + b) * (hd + 2) + 2 + d) : 0.0f;
+                }
+#pragma unroll
+            for (int b = 0; b < MERGE_BATCH; b++) {
+                const float f = __shfl_sync(0xffffffffu, fj, (j0 + b) & 31); /* 0 past the last chunk */
+#pragma unroll
+                for (int i = 0; i < NPER; i++) v[i] += pv[b][i] * f;
+            }
         }
     }
     const float inv = 1.0f / L;
@@ -200,28 +216,38 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
     }
 }
 
-/* Kernel of a launch: split when a workspace is given and the rows are few (decode, verify). */
 template <int NPER, bool FUSED>
 void launch_attention(cudaStream_t stream, int rows, int heads, const float *q, int q_stride, const __nv_bfloat16 *kc,
                       const __nv_bfloat16 *vc, const int *seq, const int *pos, __nv_bfloat16 *o, int kv_heads, int hd,
-                      int max_context, float scale, const qk_fuse &f, void *split_ws) {
+                      int max_context, float scale, const qk_fuse &f, void *split_ws, int splits) {
     const unsigned blocks = (unsigned)((long)rows * heads);
-    if (split_ws && rows <= SM_ATTN_SPLIT_MAX_ROWS)
-        sm_launch_pdl(attention_kernel<NPER, FUSED, true>, blocks * SM_ATTN_SPLITS, ATTN_WARPS * 32, 0, stream, q, q_stride,
-                      kc, vc, seq, pos, o, heads, kv_heads, hd, max_context, scale, f, split_ws);
+    if (splits > 1)
+        sm_launch_pdl(attention_kernel<NPER, FUSED, true>, blocks * splits, ATTN_WARPS * 32, 0, stream, q, q_stride, kc, vc,
+                      seq, pos, o, heads, kv_heads, hd, max_context, scale, f, split_ws, splits);
     else
         sm_launch_pdl(attention_kernel<NPER, FUSED, false>, blocks, ATTN_WARPS * 32, 0, stream, q, q_stride, kc, vc, seq,
-                      pos, o, heads, kv_heads, hd, max_context, scale, f, split_ws);
+                      pos, o, heads, kv_heads, hd, max_context, scale, f, split_ws, 1);
 }
 
 template <bool FUSED>
 void launch_hd(cudaStream_t stream, int rows, int heads, const float *q, int q_stride, const __nv_bfloat16 *kc,
                const __nv_bfloat16 *vc, const int *seq, const int *pos, __nv_bfloat16 *o, int kv_heads, int hd,
-               int max_context, float scale, const qk_fuse &f, void *split_ws) {
-    if (hd <= 32) launch_attention<1, FUSED>(stream, rows, heads, q, q_stride, kc, vc, seq, pos, o, kv_heads, hd, max_context, scale, f, split_ws);
-    else if (hd <= 64) launch_attention<2, FUSED>(stream, rows, heads, q, q_stride, kc, vc, seq, pos, o, kv_heads, hd, max_context, scale, f, split_ws);
-    else if (hd <= 128) launch_attention<4, FUSED>(stream, rows, heads, q, q_stride, kc, vc, seq, pos, o, kv_heads, hd, max_context, scale, f, split_ws);
-    else launch_attention<8, FUSED>(stream, rows, heads, q, q_stride, kc, vc, seq, pos, o, kv_heads, hd, max_context, scale, f, split_ws);
+               int max_context, float scale, const qk_fuse &f, void *split_ws, int splits) {
+#define SM_ATTN_HD(N) \
+    launch_attention<N, FUSED>(stream, rows, heads, q, q_stride, kc, vc, seq, pos, o, kv_heads, hd, max_context, scale, f, \
+                               split_ws, splits)
+    if (hd <= 32) SM_ATTN_HD(1);
+    else if (hd <= 64) SM_ATTN_HD(2);
+    else if (hd <= 128) SM_ATTN_HD(4);
+    else SM_ATTN_HD(8);
+#undef SM_ATTN_HD
+}
+
+sm_status check_splits(int rows, int splits, const void *split_ws, sm_error *err) {
+    NEED(splits == 1 || (splits > 1 && splits <= SM_ATTN_MAX_SPLITS && rows <= SM_ATTN_SPLIT_MAX_ROWS && split_ws),
+         "attention: %d splits for %d rows (1, or 2..%d for up to %d rows with a workspace)", splits, rows,
+         SM_ATTN_MAX_SPLITS, SM_ATTN_SPLIT_MAX_ROWS);
+    return SM_OK;
 }
 
 } // namespace
@@ -240,19 +266,28 @@ extern "C" sm_status sm_cuda_kv_write(cudaStream_t stream, const float *k, const
 
 extern "C" size_t sm_cuda_attention_split_bytes(int heads, int head_dim) {
     return split_counts_bytes(heads) +
-           (size_t)SM_ATTN_SPLIT_MAX_ROWS * heads * SM_ATTN_SPLITS * (head_dim + 2) * sizeof(float);
+           (size_t)SM_ATTN_SPLIT_MAX_ROWS * heads * SM_ATTN_MAX_SPLITS * (head_dim + 2) * sizeof(float);
+}
+
+extern "C" int sm_cuda_attention_splits(int rows, int heads, int max_len, int sm_count) {
+    int s = 1;
+    while (s < SM_ATTN_MAX_SPLITS && rows <= SM_ATTN_SPLIT_MAX_ROWS && max_len >= 2 * s * ATTN_SPLIT_MIN_CHUNK &&
+           (long)rows * heads * 2 * s <= 2L * sm_count)
+        s *= 2;
+    return s;
 }
 
 extern "C" sm_status sm_cuda_attention(cudaStream_t stream, const float *q, int q_stride, const sm_bf16_bits *k_cache,
                                        const sm_bf16_bits *v_cache, const int *seq, const int *pos, sm_bf16_bits *out,
                                        int rows, int heads, int kv_heads, int head_dim, int max_context, float scale,
-                                       void *split_ws, sm_error *err) {
+                                       void *split_ws, int splits, sm_error *err) {
     NEED(rows >= 0 && heads > 0 && kv_heads > 0 && heads % kv_heads == 0 && head_dim > 0 && head_dim <= 256 &&
              q_stride >= heads * head_dim,
          "attention: bad shape (rows %d, heads %d, kv_heads %d, head_dim %d)", rows, heads, kv_heads, head_dim);
+    SM_TRY(check_splits(rows, splits, split_ws, err));
     if (!rows) return SM_OK;
     launch_hd<false>(stream, rows, heads, q, q_stride, (cbf)k_cache, (cbf)v_cache, seq, pos, (__nv_bfloat16 *)out,
-                     kv_heads, head_dim, max_context, scale, qk_fuse{}, split_ws);
+                     kv_heads, head_dim, max_context, scale, qk_fuse{}, split_ws, splits);
     return sm_kernel_launched("attention", err);
 }
 
@@ -260,14 +295,16 @@ extern "C" sm_status sm_cuda_attention_decode_qk(cudaStream_t stream, const floa
                                                  int head_dim, const sm_bf16_bits *q_norm, const sm_bf16_bits *k_norm,
                                                  float eps, float theta, const int *seq, const int *pos,
                                                  sm_bf16_bits *k_cache, sm_bf16_bits *v_cache, int max_context,
-                                                 float scale, sm_bf16_bits *out, void *split_ws, sm_error *err) {
+                                                 float scale, sm_bf16_bits *out, void *split_ws, int splits,
+                                                 sm_error *err) {
     NEED(heads > 0 && kv_heads > 0 && heads % kv_heads == 0 && head_dim > 0 && head_dim <= 256 && head_dim % 2 == 0,
          "attention_decode_qk: bad shape (heads %d, kv_heads %d, head_dim %d: even head_dim up to 256)", heads, kv_heads,
          head_dim);
     NEED(!q_norm == !k_norm, "attention_decode_qk: q_norm and k_norm go together");
     NEED(qkv && seq && pos && k_cache && v_cache && out, "attention_decode_qk: NULL device pointer");
+    SM_TRY(check_splits(1, splits, split_ws, err));
     const qk_fuse f = {(cbf)q_norm, (cbf)k_norm, eps, theta, (__nv_bfloat16 *)k_cache, (__nv_bfloat16 *)v_cache};
     launch_hd<true>(stream, 1, heads, qkv, (heads + 2 * kv_heads) * head_dim, (cbf)k_cache, (cbf)v_cache, seq, pos,
-                    (__nv_bfloat16 *)out, kv_heads, head_dim, max_context, scale, f, split_ws);
+                    (__nv_bfloat16 *)out, kv_heads, head_dim, max_context, scale, f, split_ws, splits);
     return sm_kernel_launched("attention_decode_qk", err);
 }

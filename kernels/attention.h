@@ -23,24 +23,28 @@ sm_status sm_cuda_kv_write(cudaStream_t stream, const float *k, const float *v, 
                            int max_context, sm_error *err);
 
 /* Split-context attention: with few rows (decode, verify) one block per (row, head) leaves most
- * of the GPU idle and walks the whole context alone (a 2048-position decode step of a 48-layer
- * model took 14 ms on an H200); given a workspace, up to SM_ATTN_SPLIT_MAX_ROWS rows are spread
- * over SM_ATTN_SPLITS blocks per (row, head), each over a chunk of the context, and merged by
- * the last to finish. The workspace (device, sm_cuda_attention_split_bytes for the model's heads
- * and head_dim) must be zeroed once before its first use; every launch leaves it ready for the
- * next. Launches sharing a workspace must be stream-ordered. */
-#define SM_ATTN_SPLITS 16
+ * of the GPU idle and walks the whole context alone (a 2048-position batch-1 decode step of a
+ * 48-layer model took 14 ms on an H200). With splits > 1, up to SM_ATTN_SPLIT_MAX_ROWS rows are
+ * spread over `splits` blocks per (row, head), each over a chunk of the context (at least 64
+ * positions; the chunk is read from the device positions, so a graph serves growing contexts),
+ * and merged by the last block to finish. sm_cuda_attention_splits picks the count: powers of
+ * two while the grid stays within two blocks per SM and the longest row (max_len positions)
+ * fills the chunks; 1 otherwise (more rows fill the machine without splitting). The workspace (device, sm_cuda_attention_split_bytes
+ * for the model's heads and head_dim) must be zeroed once before its first use; every launch
+ * leaves it ready for the next. Launches sharing a workspace must be stream-ordered. */
+#define SM_ATTN_MAX_SPLITS 16
 #define SM_ATTN_SPLIT_MAX_ROWS 8
 size_t sm_cuda_attention_split_bytes(int heads, int head_dim);
+int sm_cuda_attention_splits(int rows, int heads, int max_len, int sm_count);
 
 /* out[r, h*hd .. (h+1)*hd) = softmax_t(q_rh . K[t]_g * scale) . V[t]_g over t = 0..pos[r],
  * g = h / (heads / kv_heads). q: fp32 rows with stride q_stride, heads*head_dim used; out BF16
  * [rows, heads*head_dim]. head_dim <= 256. Online softmax: no buffer grows with the context.
- * split_ws: the split-context workspace above, or NULL for one block per (row, head). */
+ * splits: 1, or the split-context blocks per (row, head) above with their workspace split_ws. */
 sm_status sm_cuda_attention(cudaStream_t stream, const float *q, int q_stride, const sm_bf16_bits *k_cache,
                             const sm_bf16_bits *v_cache, const int *seq, const int *pos, sm_bf16_bits *out, int rows,
                             int heads, int kv_heads, int head_dim, int max_context, float scale, void *split_ws,
-                            sm_error *err);
+                            int splits, sm_error *err);
 
 /* One decode row in one launch: what sm_cuda_qk_norm_rope_kv (fused_ops.h) followed by
  * sm_cuda_attention computes for rows == 1, bit for bit (output and both caches), except that q
@@ -49,11 +53,12 @@ sm_status sm_cuda_attention(cudaStream_t stream, const float *q, int q_stride, c
  * norm, both NULL for none; head_dim even, <= 256. Each block rotates its q head and its group's
  * new K/V itself and reads the newest position from shared memory; one block per group writes
  * the slot. With several rows a row could read a slot of the same step before its writer has
- * run, so this is for single-row steps only. split_ws: as for sm_cuda_attention. */
+ * run, so this is for single-row steps only. split_ws, splits: as for sm_cuda_attention. */
 sm_status sm_cuda_attention_decode_qk(cudaStream_t stream, const float *qkv, int heads, int kv_heads, int head_dim,
                                       const sm_bf16_bits *q_norm, const sm_bf16_bits *k_norm, float eps, float theta,
                                       const int *seq, const int *pos, sm_bf16_bits *k_cache, sm_bf16_bits *v_cache,
-                                      int max_context, float scale, sm_bf16_bits *out, void *split_ws, sm_error *err);
+                                      int max_context, float scale, sm_bf16_bits *out, void *split_ws, int splits,
+                                      sm_error *err);
 
 #ifdef __cplusplus
 }

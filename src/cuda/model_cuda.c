@@ -34,10 +34,11 @@
 #include "silu_mul.h"
 
 #define GRAPH_MAX_ROWS 64
-#define GRAPH_SLOTS 32
+#define GRAPH_SLOTS 64
 
 typedef struct step_graph {
     int n_rows, n_logits;
+    int attn_splits;          /* split-context attention blocks (attention.h): a power of two */
     bool observed;            /* the step logs routing for a route observer */
     int seen;                 /* eager runs of this shape so far: capture on the second */
     bool failed;              /* capture did not work for this shape: stay eager */
@@ -60,6 +61,7 @@ struct sm_model_dev {
     int *topk_ids, *offsets, *sorted_src, *sorted_pos;
     void *attn_split;         /* split-context attention's workspace (attention.h), zeroed at create */
     size_t attn_split_bytes;
+    int sm_count;             /* of the device: sizes the attention split */
     /* routing of every MoE layer of a step, logged on the device for a route observer and copied
      * to the host once after the step (so an observed step needs no per-layer synchronisation and
      * can be a graph): [num_layers][assign_cap], device and pinned host; allocated on first use */
@@ -181,6 +183,11 @@ static sm_status instance_create(dev_weights *w, const sm_model_opts *opts, int 
         (s = sm_calloc((void **)&m->v_cache, (size_t)c->num_layers, sizeof *m->v_cache, "KV table", err)))
         goto fail;
     ws_layout(m, m->ws);
+    int dev = 0;
+    if ((s = sm_cuda_check(cudaGetDevice(&dev), err, "GPU model: current device")) ||
+        (s = sm_cuda_check(cudaDeviceGetAttribute(&m->sm_count, cudaDevAttrMultiProcessorCount, dev), err,
+                           "GPU model: SM count")))
+        goto fail;
     size_t per = (size_t)max_seqs * max_context * c->num_kv_heads * c->head_dim;
     for (int l = 0; l < c->num_layers; l++) {
         m->k_cache[l] = (sm_bf16_bits *)m->kv + 2 * (size_t)l * per;
@@ -220,6 +227,7 @@ static const char *dev_dir(const sm_model_dev *m) { return m->w->dir; }
 
 typedef struct step {
     int n, n_logits, top_k;
+    int attn_splits; /* sm_cuda_attention_splits for the step's rows and longest context */
     const bool *skip;
     const sm_route_observer *observer;
     bool h_ready; /* m->h already holds the next layer's attention input (fused into the MoE combine) */
@@ -327,7 +335,7 @@ static sm_status attention(sm_model_dev *m, int l, step *st, sm_error *err) {
     if (fusable && n == 1) { /* one launch for the q/k norm, RoPE, K/V write and attention */
         SM_TRY(sm_cuda_attention_decode_qk(s, m->qkv, heads, kvh, hd, norm ? L->q_norm : NULL, norm ? L->k_norm : NULL, eps,
                                            c->rope_theta, seq, pos, m->k_cache[l], m->v_cache[l], m->max_context, scale,
-                                           m->attn, m->attn_split, err));
+                                           m->attn, m->attn_split, st->attn_splits, err));
     } else {
         if (fusable) { /* one launch for the five below */
             SM_TRY(sm_cuda_qk_norm_rope_kv(s, m->qkv, stride, n, heads, kvh, hd, norm ? L->q_norm : NULL,
@@ -346,7 +354,7 @@ static sm_status attention(sm_model_dev *m, int l, step *st, sm_error *err) {
             SM_TRY(sm_cuda_kv_write(s, k, v, stride, m->k_cache[l], m->v_cache[l], seq, pos, n, kvd, m->max_context, err));
         }
         SM_TRY(sm_cuda_attention(s, q, stride, m->k_cache[l], m->v_cache[l], seq, pos, m->attn, n, heads, kvh, hd,
-                                 m->max_context, scale, m->attn_split, err));
+                                 m->max_context, scale, m->attn_split, st->attn_splits, err));
     }
     return proj(m, m->attn, L->o, m->x, true, 1.0f, n, H, qd, err);
 }
@@ -379,11 +387,13 @@ static sm_status step_body(sm_model_dev *m, const step *st, sm_error *err) {
 
 static step_graph *graph_slot(sm_model_dev *m, const step *st) {
     for (int i = 0; i < m->n_graphs; i++)
-        if (m->graphs[i].n_rows == st->n && m->graphs[i].n_logits == st->n_logits && m->graphs[i].observed == !!st->observer)
+        if (m->graphs[i].n_rows == st->n && m->graphs[i].n_logits == st->n_logits &&
+            m->graphs[i].attn_splits == st->attn_splits && m->graphs[i].observed == !!st->observer)
             return &m->graphs[i];
     if (m->n_graphs == GRAPH_SLOTS) return NULL;
     step_graph *g = &m->graphs[m->n_graphs++];
-    *g = (step_graph){.n_rows = st->n, .n_logits = st->n_logits, .observed = st->observer != NULL};
+    *g = (step_graph){.n_rows = st->n, .n_logits = st->n_logits, .attn_splits = st->attn_splits,
+                      .observed = st->observer != NULL};
     return g;
 }
 
@@ -567,14 +577,17 @@ static sm_status dev_forward(sm_model_dev *m, const sm_row *rows, int n_rows, co
         int n = n_rows - start < chunk ? n_rows - start : chunk, n_logits = 0;
         int *tokens = m->h_rows, *seqs = tokens + SM_CUDA_CHUNK_ROWS, *pos = seqs + SM_CUDA_CHUNK_ROWS;
         int *logit_rows = pos + SM_CUDA_CHUNK_ROWS;
+        int max_len = 0;
         for (int r = 0; r < n; r++) {
             const sm_row *row = &rows[start + r];
             tokens[r] = row->token;
             seqs[r] = row->seq;
             pos[r] = row->pos;
             if (row->want_logits) logit_rows[n_logits++] = r;
+            if (row->pos + 1 > max_len) max_len = row->pos + 1;
         }
-        step st = {.n = n, .n_logits = n_logits, .top_k = top_k, .skip = fo ? fo->skip_layer : NULL, .observer = observer};
+        step st = {.n = n, .n_logits = n_logits, .top_k = top_k, .skip = fo ? fo->skip_layer : NULL, .observer = observer,
+                   .attn_splits = sm_cuda_attention_splits(n, c->num_heads, max_len, m->sm_count)};
         SM_TRY(sm_cuda_check(cudaMemcpyAsync(m->d_rows, m->h_rows, 4 * SM_CUDA_CHUNK_ROWS * sizeof(int),
                                              cudaMemcpyHostToDevice, m->stream), err, "GPU model: copying the row table"));
         if (observer) SM_TRY(route_log_reserve(m, err));

@@ -151,7 +151,7 @@ static void test_attention(void) {
         gpu_test_poison(d_out, (size_t)rows * qd * 2);
         CHECK_OK(sm_cuda_kv_write(0, d_qkv + qd, d_qkv + qd + kvd, stride, d_kc, d_vc, d_seq, d_pos, rows, kvd, ctx, &err), &err);
         CHECK_OK(sm_cuda_attention(0, d_qkv, stride, d_kc, d_vc, d_seq, d_pos, d_out, rows, heads, kvh, hd, ctx,
-                                   1.0f / sqrtf((float)hd), NULL, &err), &err);
+                                   1.0f / sqrtf((float)hd), NULL, 1, &err), &err);
         sync_ok("attention");
         /* twin: write the rows' K/V (BF16-rounded) into the host cache first, as the kernel did */
         for (int r = 0; r < rows; r++)
@@ -170,28 +170,36 @@ static void test_attention(void) {
         CHECK(e < BF16_TOL && gpu_test_all_finite(got, (size_t)rows * qd), "attention heads %d/%d hd %d: rel L2 %.3g", heads,
               kvh, hd, e);
         printf("attention heads %2d/%d hd %3d (mixed prefill/decode/verify rows): rel L2 %.2e\n", heads, kvh, hd, e);
-        /* split-context: the decode row (1401 positions: all 16 chunks) alone, then the 5 verify
-         * rows, twice each (the workspace must be ready again after a launch) */
+        /* split-context: the decode row (1401 positions: 16 chunks of 88, or 2 of 701) alone, then
+         * the 5 verify rows (56 positions at most: 4 blocks per (row, head) of which one works),
+         * twice each (the workspace must be ready again after a launch) */
         size_t ws_bytes = sm_cuda_attention_split_bytes(heads, hd);
         void *ws = gpu_test_malloc(ws_bytes);
         gpu_test_cuda(cudaMemset(ws, 0, ws_bytes), "split workspace");
-        const int parts[2][2] = {{0, 1}, {8, 5}}; /* first row, rows */
+        const int parts[3][3] = {{0, 1, 16}, {0, 1, 2}, {8, 5, 4}}; /* first row, rows, splits */
         for (int rep = 0; rep < 2; rep++)
-            for (int pi = 0; pi < 2; pi++) {
+            for (int pi = 0; pi < 3; pi++) {
                 int r0 = parts[pi][0], nr = parts[pi][1];
                 gpu_test_poison(d_out, (size_t)rows * qd * 2);
                 CHECK_OK(sm_cuda_attention(0, d_qkv + (size_t)r0 * stride, stride, d_kc, d_vc, d_seq + r0, d_pos + r0,
                                            (sm_bf16_bits *)d_out + (size_t)r0 * qd, nr, heads, kvh, hd, ctx,
-                                           1.0f / sqrtf((float)hd), ws, &err), &err);
+                                           1.0f / sqrtf((float)hd), ws, parts[pi][2], &err), &err);
                 sync_ok("split attention");
                 gpu_test_download_bf16(got, d_out, rows, qd, qd);
                 double es = test_rel_l2(got + (size_t)r0 * qd, ref + (size_t)r0 * qd, (size_t)nr * qd);
                 CHECK(es < BF16_TOL && gpu_test_all_finite(got + (size_t)r0 * qd, (size_t)nr * qd),
                       "split attention heads %d/%d hd %d rows %d..%d (pass %d): rel L2 %.3g", heads, kvh, hd, r0,
                       r0 + nr - 1, rep, es);
-                if (rep == 1) printf("  split-context, rows %d..%d: rel L2 %.2e\n", r0, r0 + nr - 1, es);
+                if (rep == 1) printf("  split-context (%2d), rows %d..%d: rel L2 %.2e\n", parts[pi][2], r0, r0 + nr - 1, es);
             }
+        CHECK(sm_cuda_attention(0, d_qkv, stride, d_kc, d_vc, d_seq, d_pos, d_out, 9, heads, kvh, hd, ctx, 1.0f, ws, 2, &err) ==
+                  SM_EINVAL && strstr(err.msg, "9 rows"), "split attention of 9 rows accepted: %s", err.msg);
         cudaFree(ws);
+        if (t == 0)
+            CHECK(sm_cuda_attention_splits(1, 32, 33, 132) == 1 && sm_cuda_attention_splits(1, 32, 161, 132) == 2 &&
+                      sm_cuda_attention_splits(1, 32, 2049, 132) == 8 && sm_cuda_attention_splits(8, 32, 2049, 132) == 1 &&
+                      sm_cuda_attention_splits(2, 4, 100000, 132) == 16 && sm_cuda_attention_splits(9, 1, 100000, 132) == 1,
+                  "attention split policy");
         free(kc); free(vc); free(qkv); free(got_kc); free(ref); free(got);
         cudaFree(d_kc); cudaFree(d_vc); cudaFree(d_qkv); cudaFree(d_seq); cudaFree(d_pos); cudaFree(d_out);
     }
