@@ -271,7 +271,7 @@ extern "C" size_t sm_cuda_attention_split_bytes(int heads, int head_dim) {
 
 extern "C" int sm_cuda_attention_splits(int rows, int heads, int max_len, int sm_count) {
     int s = 1;
-    while (s < SM_ATTN_MAX_SPLITS && rows <= SM_ATTN_SPLIT_MAX_ROWS && max_len >= 2 * s * ATTN_SPLIT_MIN_CHUNK &&
+    while (s < SM_ATTN_MAX_SPLITS && rows <= SM_ATTN_SPLIT_MAX_ROWS && s * ATTN_SPLIT_MIN_CHUNK < max_len &&
            (long)rows * heads * 2 * s <= 2L * sm_count)
         s *= 2;
     return s;

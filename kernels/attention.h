@@ -27,9 +27,10 @@ sm_status sm_cuda_kv_write(cudaStream_t stream, const float *k, const float *v, 
  * 48-layer model took 14 ms on an H200). With splits > 1, up to SM_ATTN_SPLIT_MAX_ROWS rows are
  * spread over `splits` blocks per (row, head), each over a chunk of the context (at least 64
  * positions; the chunk is read from the device positions, so a graph serves growing contexts),
- * and merged by the last block to finish. sm_cuda_attention_splits picks the count: powers of
- * two while the grid stays within two blocks per SM and the longest row (max_len positions)
- * fills the chunks; 1 otherwise (more rows fill the machine without splitting). The workspace (device, sm_cuda_attention_split_bytes
+ * and merged by the last block to finish. sm_cuda_attention_splits picks the count: the power of
+ * two that gives the longest row (max_len positions) enough 64-position chunks, within two blocks
+ * per SM; 1 where the rows alone fill the machine. (H200, Qwen3-30B shape, batch 1: 14.1 -> 5.4
+ * ms a step at 2048 positions; at 160, 3 active chunks beat 2 by 0.3 ms a step.) The workspace (device, sm_cuda_attention_split_bytes
  * for the model's heads and head_dim) must be zeroed once before its first use; every launch
  * leaves it ready for the next. Launches sharing a workspace must be stream-ordered. */
 #define SM_ATTN_MAX_SPLITS 16

@@ -196,7 +196,7 @@ static void test_attention(void) {
                   SM_EINVAL && strstr(err.msg, "9 rows"), "split attention of 9 rows accepted: %s", err.msg);
         cudaFree(ws);
         if (t == 0)
-            CHECK(sm_cuda_attention_splits(1, 32, 33, 132) == 1 && sm_cuda_attention_splits(1, 32, 161, 132) == 2 &&
+            CHECK(sm_cuda_attention_splits(1, 32, 33, 132) == 1 && sm_cuda_attention_splits(1, 32, 161, 132) == 4 &&
                       sm_cuda_attention_splits(1, 32, 2049, 132) == 8 && sm_cuda_attention_splits(8, 32, 2049, 132) == 1 &&
                       sm_cuda_attention_splits(2, 4, 100000, 132) == 16 && sm_cuda_attention_splits(9, 1, 100000, 132) == 1,
                   "attention split policy");
