@@ -79,6 +79,7 @@ __global__ void combine_rmsnorm_kernel(const __nv_bfloat16 *__restrict__ ys, int
     if (vec) {
         for (int c = threadIdx.x; c < hidden / 8; c += blockDim.x) {
             float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma unroll 8 /* the slots' loads issued together (the sum keeps slot order) */
             for (int j = 0; j < top_k; j++) {
                 float f[8];
                 sm_unpack8(reinterpret_cast<const uint4 *>(ys + (size_t)slot[j] * stride)[c], f);
