@@ -46,18 +46,26 @@ __host__ __device__ inline size_t split_counts_bytes(int heads) {
     return ((size_t)SM_ATTN_SPLIT_MAX_ROWS * heads * sizeof(int) + 255) / 256 * 256;
 }
 
-template <int NPER, bool FUSED, bool SPLIT>
+/* One block per (row, unit [, split]). A unit is one query head (G == 1, any group size), or the
+ * G query heads of one K/V group (G > 1, G == heads / kv_heads): then each K/V row is read once
+ * for all G heads instead of once per head, which is what bounds long contexts (every head of a
+ * group re-read the same rows from L2: Qwen3-30B has 8 per group). Per head the arithmetic is
+ * the same in both modes. */
+template <int NPER, int G, bool FUSED, bool SPLIT>
 __global__ void __launch_bounds__(ATTN_WARPS * 32)
     attention_kernel(const float *__restrict__ q, int q_stride, const __nv_bfloat16 *kc, const __nv_bfloat16 *vc,
                      const int *__restrict__ seq, const int *__restrict__ pos, __nv_bfloat16 *__restrict__ out, int heads,
                      int kv_heads, int hd, int max_context, float scale, qk_fuse fuse, void *split_ws, int splits) {
     sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
     sm_pdl_wait();
-    __shared__ float s_m[ATTN_WARPS], s_l[ATTN_WARPS];
-    __shared__ float s_acc[ATTN_WARPS][NPER * 32];
+    __shared__ float s_m[ATTN_WARPS][G], s_l[ATTN_WARPS][G];
+    __shared__ float s_acc[ATTN_WARPS][G][NPER * 32];
+    __shared__ int s_last;
     const int S = SPLIT ? splits : 1;
-    const int rh = blockIdx.x / S, split = blockIdx.x % S;
-    const int r = rh / heads, h = rh % heads, g = h / (heads / kv_heads);
+    const int units = G == 1 ? heads : kv_heads;
+    const int ru = blockIdx.x / S, split = blockIdx.x % S;
+    const int r = ru / units, u = ru % units;
+    const int h0 = G == 1 ? u : u * G, g = G == 1 ? u / (heads / kv_heads) : u;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int kvd = kv_heads * hd, n = pos[r] + 1;
     int t_begin = 0, t_end = n, active = 1;
@@ -68,47 +76,55 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
         t_begin = split * chunk;
         t_end = min(n, t_begin + chunk);
     }
-    const float *qr = q + (size_t)r * q_stride + (size_t)h * hd;
-    /* FUSED: this block's q head and its group's new K/V, made here exactly as qk_norm_rope_kv
+    const float *qrow = q + (size_t)r * q_stride;
+    /* FUSED: the unit's q heads and its group's new K/V, made here exactly as qk_norm_rope_kv
      * makes them (the same device function); the newest position is read from shared memory,
      * since the block of the group that writes it to the cache may not have done so yet. */
-    __shared__ float f_q[FUSED ? NPER * 32 : 1], f_buf[2][FUSED ? NPER * 32 : 1];
+    __shared__ float f_q[FUSED ? G : 1][FUSED ? NPER * 32 : 1], f_buf[FUSED ? ATTN_WARPS : 1][FUSED ? NPER * 32 : 1];
     __shared__ __nv_bfloat16 f_k[FUSED ? NPER * 32 : 1], f_v[FUSED ? NPER * 32 : 1];
     if (FUSED) {
         const int p = n - 1;
-        if (warp == 0) sm_warp_head_norm_rope(qr, f_q, fuse.q_norm, fuse.eps, hd, p, fuse.theta, f_buf[0], NULL);
-        else if (warp == 1) /* only the BF16 k is kept: its fp32 result may overwrite the scratch */
-            sm_warp_head_norm_rope(q + (size_t)(heads + g) * hd, f_buf[1], fuse.k_norm, fuse.eps, hd, p, fuse.theta,
-                                                   f_buf[1], f_k);
-        else if (warp == 2)
-            for (int i = lane; i < hd; i += 32) f_v[i] = __float2bfloat16_rn(q[(size_t)(heads + kv_heads + g) * hd + i]);
+        for (int task = warp; task < G + 2; task += ATTN_WARPS) {
+            if (task < G)
+                sm_warp_head_norm_rope(qrow + (size_t)(h0 + task) * hd, f_q[task], fuse.q_norm, fuse.eps, hd, p, fuse.theta,
+                                       f_buf[warp], NULL);
+            else if (task == G) /* only the BF16 k is kept: its fp32 result may overwrite the scratch */
+                sm_warp_head_norm_rope(qrow + (size_t)(heads + g) * hd, f_buf[warp], fuse.k_norm, fuse.eps, hd, p,
+                                       fuse.theta, f_buf[warp], f_k);
+            else
+                for (int i = lane; i < hd; i += 32) f_v[i] = __float2bfloat16_rn(qrow[(size_t)(heads + kv_heads + g) * hd + i]);
+        }
         __syncthreads();
-        if (h % (heads / kv_heads) == 0 && split == 0) { /* one block of the group writes the slot */
+        if ((G > 1 || h0 % (heads / kv_heads) == 0) && split == 0) { /* one block of the group writes the slot */
             const size_t at = ((size_t)seq[r] * max_context + p) * kvd + (size_t)g * hd;
             for (int i = threadIdx.x; i < hd; i += blockDim.x) {
                 fuse.k_cache[at + i] = f_k[i];
                 fuse.v_cache[at + i] = f_v[i];
             }
         }
-        qr = f_q;
     }
-    float qv[NPER], acc[NPER];
+    float qv[G][NPER], acc[G][NPER], m[G], l[G];
 #pragma unroll
-    for (int i = 0; i < NPER; i++) {
-        const int d = lane + 32 * i;
-        qv[i] = d < hd ? qr[d] * scale : 0.0f;
-        acc[i] = 0.0f;
+    for (int j = 0; j < G; j++) {
+        const float *qh = FUSED ? f_q[j] : qrow + (size_t)(h0 + j) * hd;
+#pragma unroll
+        for (int i = 0; i < NPER; i++) {
+            const int d = lane + 32 * i;
+            qv[j][i] = d < hd ? qh[d] * scale : 0.0f;
+            acc[j][i] = 0.0f;
+        }
+        m[j] = -INFINITY;
+        l[j] = 0.0f;
     }
     const size_t base = (size_t)seq[r] * max_context * kvd + (size_t)g * hd;
-    float m = -INFINITY, l = 0.0f;
     /* ATTN_POS positions a warp per step, all their K and V loads issued before any math: one
      * position at a time left each warp waiting out a load latency per position (the step loop
      * of a 48-layer decode spent ~1 ms more at 160 positions than at 40 on an H200, 2026-11-23). */
     for (int t0 = t_begin + warp * ATTN_POS; t0 < t_end; t0 += ATTN_WARPS * ATTN_POS) {
-        float kf[ATTN_POS][NPER], vf[ATTN_POS][NPER], s[ATTN_POS];
+        float kf[ATTN_POS][NPER], vf[ATTN_POS][NPER];
 #pragma unroll
-        for (int j = 0; j < ATTN_POS; j++) {
-            const int t = t0 + j;
+        for (int p = 0; p < ATTN_POS; p++) {
+            const int t = t0 + p;
             const bool newest = FUSED && t == n - 1;
             const __nv_bfloat16 *kt = newest ? f_k : kc + base + (size_t)t * kvd;
             const __nv_bfloat16 *vt = newest ? f_v : vc + base + (size_t)t * kvd;
@@ -116,99 +132,113 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
             for (int i = 0; i < NPER; i++) {
                 const int d = lane + 32 * i;
                 const bool ok = t < t_end && d < hd;
-                kf[j][i] = ok ? __bfloat162float(kt[d]) : 0.0f;
-                vf[j][i] = ok ? __bfloat162float(vt[d]) : 0.0f;
+                kf[p][i] = ok ? __bfloat162float(kt[d]) : 0.0f;
+                vf[p][i] = ok ? __bfloat162float(vt[d]) : 0.0f;
             }
         }
-        float m_new = m;
 #pragma unroll
-        for (int j = 0; j < ATTN_POS; j++) {
-            float dot = 0.0f;
+        for (int j = 0; j < G; j++) {
+            float sc[ATTN_POS], m_new = m[j];
 #pragma unroll
-            for (int i = 0; i < NPER; i++) dot += qv[i] * kf[j][i];
-            s[j] = t0 + j < t_end ? sm_warp_sum(dot) : -INFINITY;
-            m_new = fmaxf(m_new, s[j]);
+            for (int p = 0; p < ATTN_POS; p++) {
+                float dot = 0.0f;
+#pragma unroll
+                for (int i = 0; i < NPER; i++) dot += qv[j][i] * kf[p][i];
+                sc[p] = t0 + p < t_end ? sm_warp_sum(dot) : -INFINITY;
+                m_new = fmaxf(m_new, sc[p]);
+            }
+            const float corr = expf(m[j] - m_new);
+            l[j] *= corr;
+#pragma unroll
+            for (int i = 0; i < NPER; i++) acc[j][i] *= corr;
+#pragma unroll
+            for (int p = 0; p < ATTN_POS; p++) {
+                const float e = expf(sc[p] - m_new); /* 0 past the last position */
+                l[j] += e;
+#pragma unroll
+                for (int i = 0; i < NPER; i++) acc[j][i] += e * vf[p][i];
+            }
+            m[j] = m_new;
         }
-        const float corr = expf(m - m_new);
-        l *= corr;
-#pragma unroll
-        for (int i = 0; i < NPER; i++) acc[i] *= corr;
-#pragma unroll
-        for (int j = 0; j < ATTN_POS; j++) {
-            const float p = expf(s[j] - m_new); /* 0 past the last position */
-            l += p;
-#pragma unroll
-            for (int i = 0; i < NPER; i++) acc[i] += p * vf[j][i];
-        }
-        m = m_new;
     }
-    if (lane == 0) { s_m[warp] = m; s_l[warp] = l; }
 #pragma unroll
-    for (int i = 0; i < NPER; i++) s_acc[warp][lane + 32 * i] = acc[i];
+    for (int j = 0; j < G; j++) {
+        if (lane == 0) { s_m[warp][j] = m[j]; s_l[warp][j] = l[j]; }
+#pragma unroll
+        for (int i = 0; i < NPER; i++) s_acc[warp][j][lane + 32 * i] = acc[j][i];
+    }
     __syncthreads();
-    if (warp != 0) return;
-    float M = -INFINITY;
-    for (int w = 0; w < ATTN_WARPS; w++) M = fmaxf(M, s_m[w]);
-    float L = 0.0f, f[ATTN_WARPS];
-    for (int w = 0; w < ATTN_WARPS; w++) {
-        f[w] = s_m[w] == -INFINITY ? 0.0f : expf(s_m[w] - M); /* a warp that saw no position adds nothing */
-        L += s_l[w] * f[w];
-    }
-    float v[NPER];
+    /* warp j < G finishes head h0 + j: the warps' partial softmaxes merged */
+    const int j = warp;
+    float v[NPER], M = -INFINITY, L = 0.0f;
+    if (j < G) {
+        float f[ATTN_WARPS];
+        for (int w = 0; w < ATTN_WARPS; w++) M = fmaxf(M, s_m[w][j]);
+        for (int w = 0; w < ATTN_WARPS; w++) {
+            f[w] = s_m[w][j] == -INFINITY ? 0.0f : expf(s_m[w][j] - M); /* a warp that saw no position adds nothing */
+            L += s_l[w][j] * f[w];
+        }
 #pragma unroll
-    for (int i = 0; i < NPER; i++) {
-        const int d = lane + 32 * i;
-        v[i] = 0.0f;
-        if (d < hd)
-            for (int w = 0; w < ATTN_WARPS; w++) v[i] += s_acc[w][d] * f[w];
+        for (int i = 0; i < NPER; i++) {
+            const int d = lane + 32 * i;
+            v[i] = 0.0f;
+            if (d < hd)
+                for (int w = 0; w < ATTN_WARPS; w++) v[i] += s_acc[w][j][d] * f[w];
+        }
     }
     if (SPLIT && active > 1) {
-        int *count = static_cast<int *>(split_ws) + rh;
+        int *count = static_cast<int *>(split_ws) + (size_t)r * heads + h0;
         float *parts = reinterpret_cast<float *>(static_cast<char *>(split_ws) + split_counts_bytes(heads));
-        float *mine = parts + ((size_t)rh * S + split) * (hd + 2);
-        if (lane == 0) { mine[0] = M; mine[1] = L; }
+        const size_t rh = (size_t)r * heads + h0 + j;
+        if (j < G) {
+            float *mine = parts + (rh * S + split) * (hd + 2);
+            if (lane == 0) { mine[0] = M; mine[1] = L; }
 #pragma unroll
-        for (int i = 0; i < NPER; i++)
-            if (lane + 32 * i < hd) mine[2 + lane + 32 * i] = v[i];
-        __threadfence(); /* the partial is visible before the arrival is counted */
-        __syncwarp();
-        int last = 0;
-        if (lane == 0) last = atomicAdd(count, 1) == active - 1;
-        if (!__shfl_sync(0xffffffffu, last, 0)) return;
-        if (lane == 0) *count = 0; /* ready for the next launch */
+            for (int i = 0; i < NPER; i++)
+                if (lane + 32 * i < hd) mine[2 + lane + 32 * i] = v[i];
+            __threadfence(); /* the partial is visible before the arrival is counted */
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            s_last = atomicAdd(count, 1) == active - 1;
+            if (s_last) *count = 0; /* ready for the next launch: every other block has arrived */
+        }
+        __syncthreads();
+        if (!s_last || j >= G) return;
         __threadfence();
-        /* lane j holds chunk j's max and sum; the weighted V rows are read MERGE_BATCH chunks at a
+        /* lane c holds chunk c's max and sum; the weighted V rows are read MERGE_BATCH chunks at a
          * time, loads first, so the merge waits out a few load latencies, not one per chunk */
-        const float *all = parts + (size_t)rh * S * (hd + 2);
-        const float mj = lane < active ? __ldcg(all + (size_t)lane * (hd + 2)) : -INFINITY;
-        const float lj = lane < active ? __ldcg(all + (size_t)lane * (hd + 2) + 1) : 0.0f;
-        float Mg = mj;
+        const float *all = parts + rh * S * (hd + 2);
+        const float mc = lane < active ? __ldcg(all + (size_t)lane * (hd + 2)) : -INFINITY;
+        const float lc = lane < active ? __ldcg(all + (size_t)lane * (hd + 2) + 1) : 0.0f;
+        float Mg = mc;
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) Mg = fmaxf(Mg, __shfl_xor_sync(0xffffffffu, Mg, o));
-        const float fj = lane < active ? expf(mj - Mg) : 0.0f; /* every active chunk saw a position */
-        L = sm_warp_sum(lj * fj);
+        const float fc = lane < active ? expf(mc - Mg) : 0.0f; /* every active chunk saw a position */
+        L = sm_warp_sum(lc * fc);
 #pragma unroll
         for (int i = 0; i < NPER; i++) v[i] = 0.0f;
         constexpr int MERGE_BATCH = 4;
-        for (int j0 = 0; j0 < active; j0 += MERGE_BATCH) {
+        for (int c0 = 0; c0 < active; c0 += MERGE_BATCH) {
             float pv[MERGE_BATCH][NPER];
 #pragma unroll
             for (int b = 0; b < MERGE_BATCH; b++)
 #pragma unroll
                 for (int i = 0; i < NPER; i++) {
                     const int d = lane + 32 * i;
-                    pv[b][i] = j0 + b < active && d < hd ? __ldcg(all + (size_t)(j0 + b) * (hd + 2) + 2 + d) : 0.0f;
+                    pv[b][i] = c0 + b < active && d < hd ? __ldcg(all + (size_t)(c0 + b) * (hd + 2) + 2 + d) : 0.0f;
                 }
 #pragma unroll
             for (int b = 0; b < MERGE_BATCH; b++) {
-                const float f = __shfl_sync(0xffffffffu, fj, (j0 + b) & 31); /* 0 past the last chunk */
+                const float f = __shfl_sync(0xffffffffu, fc, (c0 + b) & 31); /* 0 past the last chunk */
 #pragma unroll
                 for (int i = 0; i < NPER; i++) v[i] += pv[b][i] * f;
             }
         }
     }
+    if (j >= G) return;
     const float inv = 1.0f / L;
-    __nv_bfloat16 *o = out + (size_t)r * heads * hd + (size_t)h * hd;
+    __nv_bfloat16 *o = out + (size_t)r * heads * hd + (size_t)(h0 + j) * hd;
 #pragma unroll
     for (int i = 0; i < NPER; i++) {
         const int d = lane + 32 * i;
@@ -216,17 +246,38 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
     }
 }
 
-template <int NPER, bool FUSED>
+template <int NPER, int G, bool FUSED>
 void launch_attention(cudaStream_t stream, int rows, int heads, const float *q, int q_stride, const __nv_bfloat16 *kc,
                       const __nv_bfloat16 *vc, const int *seq, const int *pos, __nv_bfloat16 *o, int kv_heads, int hd,
                       int max_context, float scale, const qk_fuse &f, void *split_ws, int splits) {
-    const unsigned blocks = (unsigned)((long)rows * heads);
+    const unsigned blocks = (unsigned)((long)rows * (G == 1 ? heads : kv_heads));
     if (splits > 1)
-        sm_launch_pdl(attention_kernel<NPER, FUSED, true>, blocks * splits, ATTN_WARPS * 32, 0, stream, q, q_stride, kc, vc,
-                      seq, pos, o, heads, kv_heads, hd, max_context, scale, f, split_ws, splits);
+        sm_launch_pdl(attention_kernel<NPER, G, FUSED, true>, blocks * splits, ATTN_WARPS * 32, 0, stream, q, q_stride, kc,
+                      vc, seq, pos, o, heads, kv_heads, hd, max_context, scale, f, split_ws, splits);
     else
-        sm_launch_pdl(attention_kernel<NPER, FUSED, false>, blocks, ATTN_WARPS * 32, 0, stream, q, q_stride, kc, vc, seq,
+        sm_launch_pdl(attention_kernel<NPER, G, FUSED, false>, blocks, ATTN_WARPS * 32, 0, stream, q, q_stride, kc, vc, seq,
                       pos, o, heads, kv_heads, hd, max_context, scale, f, split_ws, 1);
+}
+
+/* Whole groups per block where a group of G query heads fits the registers (G * head_dim up to
+ * 1024: Qwen3-30B's 8 x 128, Mixtral's 4 x 128); one head per block otherwise. */
+template <int NPER, bool FUSED>
+void launch_group(cudaStream_t stream, int rows, int heads, const float *q, int q_stride, const __nv_bfloat16 *kc,
+                  const __nv_bfloat16 *vc, const int *seq, const int *pos, __nv_bfloat16 *o, int kv_heads, int hd,
+                  int max_context, float scale, const qk_fuse &f, void *split_ws, int splits) {
+#define SM_ATTN_G(GG) \
+    launch_attention<NPER, GG, FUSED>(stream, rows, heads, q, q_stride, kc, vc, seq, pos, o, kv_heads, hd, max_context, \
+                                      scale, f, split_ws, splits)
+    const int group = heads / kv_heads;
+    if constexpr (NPER <= 4) { /* instantiated only where they can be chosen */
+        if (group == 8) SM_ATTN_G(8);
+        else if (group == 4) SM_ATTN_G(4);
+        else if (group == 2) SM_ATTN_G(2);
+        else SM_ATTN_G(1);
+    } else {
+        SM_ATTN_G(1);
+    }
+#undef SM_ATTN_G
 }
 
 template <bool FUSED>
@@ -234,7 +285,7 @@ void launch_hd(cudaStream_t stream, int rows, int heads, const float *q, int q_s
                const __nv_bfloat16 *vc, const int *seq, const int *pos, __nv_bfloat16 *o, int kv_heads, int hd,
                int max_context, float scale, const qk_fuse &f, void *split_ws, int splits) {
 #define SM_ATTN_HD(N) \
-    launch_attention<N, FUSED>(stream, rows, heads, q, q_stride, kc, vc, seq, pos, o, kv_heads, hd, max_context, scale, f, \
+    launch_group<N, FUSED>(stream, rows, heads, q, q_stride, kc, vc, seq, pos, o, kv_heads, hd, max_context, scale, f, \
                                split_ws, splits)
     if (hd <= 32) SM_ATTN_HD(1);
     else if (hd <= 64) SM_ATTN_HD(2);
@@ -269,10 +320,17 @@ extern "C" size_t sm_cuda_attention_split_bytes(int heads, int head_dim) {
            (size_t)SM_ATTN_SPLIT_MAX_ROWS * heads * SM_ATTN_MAX_SPLITS * (head_dim + 2) * sizeof(float);
 }
 
-extern "C" int sm_cuda_attention_splits(int rows, int heads, int max_len, int sm_count) {
+/* The blocks per row launch_group gives (before splitting). */
+static int units_per_row(int heads, int kv_heads, int head_dim) {
+    const int group = heads / kv_heads;
+    return (group == 2 || group == 4 || group == 8) && head_dim <= 128 ? kv_heads : heads;
+}
+
+extern "C" int sm_cuda_attention_splits(int rows, int heads, int kv_heads, int head_dim, int max_len, int sm_count) {
+    const long blocks = (long)rows * units_per_row(heads, kv_heads, head_dim);
     int s = 1;
     while (s < SM_ATTN_MAX_SPLITS && rows <= SM_ATTN_SPLIT_MAX_ROWS && s * ATTN_SPLIT_MIN_CHUNK < max_len &&
-           (long)rows * heads * 2 * s <= 2L * sm_count)
+           blocks * 2 * s <= 2L * sm_count)
         s *= 2;
     return s;
 }

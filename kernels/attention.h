@@ -22,21 +22,24 @@ sm_status sm_cuda_kv_write(cudaStream_t stream, const float *k, const float *v, 
                            sm_bf16_bits *v_cache, const int *seq, const int *pos, int rows, int kv_dim,
                            int max_context, sm_error *err);
 
-/* Split-context attention: with few rows (decode, verify) one block per (row, head) leaves most
- * of the GPU idle and walks the whole context alone (a 2048-position batch-1 decode step of a
- * 48-layer model took 14 ms on an H200). With splits > 1, up to SM_ATTN_SPLIT_MAX_ROWS rows are
- * spread over `splits` blocks per (row, head), each over a chunk of the context (at least 64
- * positions; the chunk is read from the device positions, so a graph serves growing contexts),
- * and merged by the last block to finish. sm_cuda_attention_splits picks the count: the power of
- * two that gives the longest row (max_len positions) enough 64-position chunks, within two blocks
- * per SM; 1 where the rows alone fill the machine. (H200, Qwen3-30B shape, batch 1: 14.1 -> 5.4
- * ms a step at 2048 positions; at 160, 3 active chunks beat 2 by 0.3 ms a step.) The workspace (device, sm_cuda_attention_split_bytes
- * for the model's heads and head_dim) must be zeroed once before its first use; every launch
- * leaves it ready for the next. Launches sharing a workspace must be stream-ordered. */
-#define SM_ATTN_MAX_SPLITS 16
+/* Query heads of one K/V group share a block where they fit (group of 2, 4 or 8, head_dim <=
+ * 128): each K/V row is then read once per group, not once per head.
+ *
+ * Split-context attention: with few rows (decode, verify) one block per (row, head or group)
+ * leaves most of the GPU idle and walks the whole context alone (a 2048-position batch-1 decode
+ * step of a 48-layer model took 14 ms on an H200). With splits > 1, up to SM_ATTN_SPLIT_MAX_ROWS
+ * rows are spread over `splits` blocks per (row, head or group), each over a chunk of the context
+ * (at least 64 positions; the chunk is read from the device positions, so a graph serves growing
+ * contexts), and merged by the last block to finish. sm_cuda_attention_splits picks the count:
+ * the power of two that gives the longest row (max_len positions) enough 64-position chunks,
+ * within two blocks per SM; 1 where the rows alone fill the machine. The workspace (device,
+ * sm_cuda_attention_split_bytes for the model's heads and head_dim) must be zeroed once before
+ * its first use; every launch leaves it ready for the next. Launches sharing a workspace must be
+ * stream-ordered. */
+#define SM_ATTN_MAX_SPLITS 32
 #define SM_ATTN_SPLIT_MAX_ROWS 8
 size_t sm_cuda_attention_split_bytes(int heads, int head_dim);
-int sm_cuda_attention_splits(int rows, int heads, int max_len, int sm_count);
+int sm_cuda_attention_splits(int rows, int heads, int kv_heads, int head_dim, int max_len, int sm_count);
 
 /* out[r, h*hd .. (h+1)*hd) = softmax_t(q_rh . K[t]_g * scale) . V[t]_g over t = 0..pos[r],
  * g = h / (heads / kv_heads). q: fp32 rows with stride q_stride, heads*head_dim used; out BF16

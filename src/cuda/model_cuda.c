@@ -587,7 +587,8 @@ static sm_status dev_forward(sm_model_dev *m, const sm_row *rows, int n_rows, co
             if (row->pos + 1 > max_len) max_len = row->pos + 1;
         }
         step st = {.n = n, .n_logits = n_logits, .top_k = top_k, .skip = fo ? fo->skip_layer : NULL, .observer = observer,
-                   .attn_splits = sm_cuda_attention_splits(n, c->num_heads, max_len, m->sm_count)};
+                   .attn_splits = sm_cuda_attention_splits(n, c->num_heads, c->num_kv_heads, c->head_dim, max_len,
+                                                           m->sm_count)};
         SM_TRY(sm_cuda_check(cudaMemcpyAsync(m->d_rows, m->h_rows, 4 * SM_CUDA_CHUNK_ROWS * sizeof(int),
                                              cudaMemcpyHostToDevice, m->stream), err, "GPU model: copying the row table"));
         if (observer) SM_TRY(route_log_reserve(m, err));

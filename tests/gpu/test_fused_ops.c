@@ -176,7 +176,7 @@ static void test_attention_decode_qk(void) {
             size_t ws_bytes = sm_cuda_attention_split_bytes(S->heads, S->hd);
             void *ws = gpu_test_malloc(ws_bytes);
             gpu_test_cuda(cudaMemset(ws, 0, ws_bytes), "split workspace");
-            int splits = sm_cuda_attention_splits(1, S->heads, pos + 1, 132);
+            int splits = sm_cuda_attention_splits(1, S->heads, S->kvh, S->hd, pos + 1, 132);
             CHECK_OK(sm_cuda_attention(0, d_a, stride, d_kca, d_vca, d_seq, d_pos, d_oa, 1, S->heads, S->kvh, S->hd, ctx,
                                        scale, ws, splits, &err), &err);
             CHECK_OK(sm_cuda_attention_decode_qk(0, d_b, S->heads, S->kvh, S->hd, d_qw, d_kw, eps, theta, d_seq, d_pos, d_kcb,

@@ -170,15 +170,15 @@ static void test_attention(void) {
         CHECK(e < BF16_TOL && gpu_test_all_finite(got, (size_t)rows * qd), "attention heads %d/%d hd %d: rel L2 %.3g", heads,
               kvh, hd, e);
         printf("attention heads %2d/%d hd %3d (mixed prefill/decode/verify rows): rel L2 %.2e\n", heads, kvh, hd, e);
-        /* split-context: the decode row (1401 positions: 16 chunks of 88, or 2 of 701) alone, then
-         * the 5 verify rows (56 positions at most: 4 blocks per (row, head) of which one works),
-         * twice each (the workspace must be ready again after a launch) */
+        /* split-context: the decode row (1401 positions: 22 of 32 chunks of 64, 16 of 88, or 2 of
+         * 701) alone, then the 5 verify rows (56 positions at most: 4 blocks per (row, head or
+         * group) of which one works), twice each (the workspace must be ready again after a launch) */
         size_t ws_bytes = sm_cuda_attention_split_bytes(heads, hd);
         void *ws = gpu_test_malloc(ws_bytes);
         gpu_test_cuda(cudaMemset(ws, 0, ws_bytes), "split workspace");
-        const int parts[3][3] = {{0, 1, 16}, {0, 1, 2}, {8, 5, 4}}; /* first row, rows, splits */
+        const int parts[4][3] = {{0, 1, 32}, {0, 1, 16}, {0, 1, 2}, {8, 5, 4}}; /* first row, rows, splits */
         for (int rep = 0; rep < 2; rep++)
-            for (int pi = 0; pi < 3; pi++) {
+            for (int pi = 0; pi < 4; pi++) {
                 int r0 = parts[pi][0], nr = parts[pi][1];
                 gpu_test_poison(d_out, (size_t)rows * qd * 2);
                 CHECK_OK(sm_cuda_attention(0, d_qkv + (size_t)r0 * stride, stride, d_kc, d_vc, d_seq + r0, d_pos + r0,
@@ -196,9 +196,13 @@ static void test_attention(void) {
                   SM_EINVAL && strstr(err.msg, "9 rows"), "split attention of 9 rows accepted: %s", err.msg);
         cudaFree(ws);
         if (t == 0)
-            CHECK(sm_cuda_attention_splits(1, 32, 33, 132) == 1 && sm_cuda_attention_splits(1, 32, 161, 132) == 4 &&
-                      sm_cuda_attention_splits(1, 32, 2049, 132) == 8 && sm_cuda_attention_splits(8, 32, 2049, 132) == 1 &&
-                      sm_cuda_attention_splits(2, 4, 100000, 132) == 16 && sm_cuda_attention_splits(9, 1, 100000, 132) == 1,
+            CHECK(sm_cuda_attention_splits(1, 32, 32, 128, 33, 132) == 1 &&
+                      sm_cuda_attention_splits(1, 32, 32, 128, 161, 132) == 4 &&
+                      sm_cuda_attention_splits(1, 32, 32, 128, 2049, 132) == 8 &&
+                      sm_cuda_attention_splits(1, 32, 4, 128, 2049, 132) == 32 && /* groups of 8: 4 blocks a row */
+                      sm_cuda_attention_splits(8, 32, 32, 128, 2049, 132) == 1 &&
+                      sm_cuda_attention_splits(8, 32, 4, 128, 2049, 132) == 8 &&
+                      sm_cuda_attention_splits(9, 1, 1, 64, 100000, 132) == 1,
                   "attention split policy");
         free(kc); free(vc); free(qkv); free(got_kc); free(ref); free(got);
         cudaFree(d_kc); cudaFree(d_vc); cudaFree(d_qkv); cudaFree(d_seq); cudaFree(d_pos); cudaFree(d_out);
