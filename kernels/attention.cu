@@ -259,16 +259,17 @@ void launch_attention(cudaStream_t stream, int rows, int heads, const float *q, 
                       pos, o, heads, kv_heads, hd, max_context, scale, f, split_ws, 1);
 }
 
-/* Whole groups per block where a group of G query heads fits the registers (G * head_dim up to
- * 1024: Qwen3-30B's 8 x 128, Mixtral's 4 x 128); one head per block otherwise. */
+/* Whole groups per block when the plan says so and a group of G query heads fits the registers
+ * (G * head_dim up to 1024: Qwen3-30B's 8 x 128, Mixtral's 4 x 128); one head per block otherwise. */
 template <int NPER, bool FUSED>
 void launch_group(cudaStream_t stream, int rows, int heads, const float *q, int q_stride, const __nv_bfloat16 *kc,
                   const __nv_bfloat16 *vc, const int *seq, const int *pos, __nv_bfloat16 *o, int kv_heads, int hd,
-                  int max_context, float scale, const qk_fuse &f, void *split_ws, int splits) {
+                  int max_context, float scale, const qk_fuse &f, void *split_ws, sm_attn_plan plan) {
+    const int splits = plan.splits;
 #define SM_ATTN_G(GG) \
     launch_attention<NPER, GG, FUSED>(stream, rows, heads, q, q_stride, kc, vc, seq, pos, o, kv_heads, hd, max_context, \
                                       scale, f, split_ws, splits)
-    const int group = heads / kv_heads;
+    const int group = plan.grouped ? heads / kv_heads : 1;
     if constexpr (NPER <= 4) { /* instantiated only where they can be chosen */
         if (group == 8) SM_ATTN_G(8);
         else if (group == 4) SM_ATTN_G(4);
@@ -283,10 +284,10 @@ void launch_group(cudaStream_t stream, int rows, int heads, const float *q, int 
 template <bool FUSED>
 void launch_hd(cudaStream_t stream, int rows, int heads, const float *q, int q_stride, const __nv_bfloat16 *kc,
                const __nv_bfloat16 *vc, const int *seq, const int *pos, __nv_bfloat16 *o, int kv_heads, int hd,
-               int max_context, float scale, const qk_fuse &f, void *split_ws, int splits) {
+               int max_context, float scale, const qk_fuse &f, void *split_ws, sm_attn_plan plan) {
 #define SM_ATTN_HD(N) \
     launch_group<N, FUSED>(stream, rows, heads, q, q_stride, kc, vc, seq, pos, o, kv_heads, hd, max_context, scale, f, \
-                               split_ws, splits)
+                               split_ws, plan)
     if (hd <= 32) SM_ATTN_HD(1);
     else if (hd <= 64) SM_ATTN_HD(2);
     else if (hd <= 128) SM_ATTN_HD(4);
@@ -294,7 +295,8 @@ void launch_hd(cudaStream_t stream, int rows, int heads, const float *q, int q_s
 #undef SM_ATTN_HD
 }
 
-sm_status check_splits(int rows, int splits, const void *split_ws, sm_error *err) {
+sm_status check_plan(int rows, sm_attn_plan plan, const void *split_ws, sm_error *err) {
+    const int splits = plan.splits;
     NEED(splits == 1 || (splits > 1 && splits <= SM_ATTN_MAX_SPLITS && rows <= SM_ATTN_SPLIT_MAX_ROWS && split_ws),
          "attention: %d splits for %d rows (1, or 2..%d for up to %d rows with a workspace)", splits, rows,
          SM_ATTN_MAX_SPLITS, SM_ATTN_SPLIT_MAX_ROWS);
@@ -320,32 +322,33 @@ extern "C" size_t sm_cuda_attention_split_bytes(int heads, int head_dim) {
            (size_t)SM_ATTN_SPLIT_MAX_ROWS * heads * SM_ATTN_MAX_SPLITS * (head_dim + 2) * sizeof(float);
 }
 
-/* The blocks per row launch_group gives (before splitting). */
-static int units_per_row(int heads, int kv_heads, int head_dim) {
+/* Query heads a block takes on this shape when grouped (1: the shape has no group kernel). */
+static int group_width(int heads, int kv_heads, int head_dim) {
     const int group = heads / kv_heads;
-    return (group == 2 || group == 4 || group == 8) && head_dim <= 128 ? kv_heads : heads;
+    return (group == 2 || group == 4 || group == 8) && head_dim <= 128 ? group : 1;
 }
 
-extern "C" int sm_cuda_attention_splits(int rows, int heads, int kv_heads, int head_dim, int max_len, int sm_count) {
-    const long blocks = (long)rows * units_per_row(heads, kv_heads, head_dim);
-    int s = 1;
-    while (s < SM_ATTN_MAX_SPLITS && rows <= SM_ATTN_SPLIT_MAX_ROWS && s * ATTN_SPLIT_MIN_CHUNK < max_len &&
-           blocks * 2 * s <= 2L * sm_count)
-        s *= 2;
-    return s;
+extern "C" sm_attn_plan sm_cuda_attention_plan(int rows, int heads, int kv_heads, int head_dim, int max_len,
+                                               int sm_count) {
+    sm_attn_plan plan = {1, group_width(heads, kv_heads, head_dim) > 1 && max_len >= SM_ATTN_GROUP_MIN_LEN};
+    const long blocks = (long)rows * (plan.grouped ? kv_heads : heads);
+    while (plan.splits < SM_ATTN_MAX_SPLITS && rows <= SM_ATTN_SPLIT_MAX_ROWS &&
+           plan.splits * ATTN_SPLIT_MIN_CHUNK < max_len && blocks * 2 * plan.splits <= 2L * sm_count)
+        plan.splits *= 2;
+    return plan;
 }
 
 extern "C" sm_status sm_cuda_attention(cudaStream_t stream, const float *q, int q_stride, const sm_bf16_bits *k_cache,
                                        const sm_bf16_bits *v_cache, const int *seq, const int *pos, sm_bf16_bits *out,
                                        int rows, int heads, int kv_heads, int head_dim, int max_context, float scale,
-                                       void *split_ws, int splits, sm_error *err) {
+                                       void *split_ws, sm_attn_plan plan, sm_error *err) {
     NEED(rows >= 0 && heads > 0 && kv_heads > 0 && heads % kv_heads == 0 && head_dim > 0 && head_dim <= 256 &&
              q_stride >= heads * head_dim,
          "attention: bad shape (rows %d, heads %d, kv_heads %d, head_dim %d)", rows, heads, kv_heads, head_dim);
-    SM_TRY(check_splits(rows, splits, split_ws, err));
+    SM_TRY(check_plan(rows, plan, split_ws, err));
     if (!rows) return SM_OK;
     launch_hd<false>(stream, rows, heads, q, q_stride, (cbf)k_cache, (cbf)v_cache, seq, pos, (__nv_bfloat16 *)out,
-                     kv_heads, head_dim, max_context, scale, qk_fuse{}, split_ws, splits);
+                     kv_heads, head_dim, max_context, scale, qk_fuse{}, split_ws, plan);
     return sm_kernel_launched("attention", err);
 }
 
@@ -353,16 +356,16 @@ extern "C" sm_status sm_cuda_attention_decode_qk(cudaStream_t stream, const floa
                                                  int head_dim, const sm_bf16_bits *q_norm, const sm_bf16_bits *k_norm,
                                                  float eps, float theta, const int *seq, const int *pos,
                                                  sm_bf16_bits *k_cache, sm_bf16_bits *v_cache, int max_context,
-                                                 float scale, sm_bf16_bits *out, void *split_ws, int splits,
+                                                 float scale, sm_bf16_bits *out, void *split_ws, sm_attn_plan plan,
                                                  sm_error *err) {
     NEED(heads > 0 && kv_heads > 0 && heads % kv_heads == 0 && head_dim > 0 && head_dim <= 256 && head_dim % 2 == 0,
          "attention_decode_qk: bad shape (heads %d, kv_heads %d, head_dim %d: even head_dim up to 256)", heads, kv_heads,
          head_dim);
     NEED(!q_norm == !k_norm, "attention_decode_qk: q_norm and k_norm go together");
     NEED(qkv && seq && pos && k_cache && v_cache && out, "attention_decode_qk: NULL device pointer");
-    SM_TRY(check_splits(1, splits, split_ws, err));
+    SM_TRY(check_plan(1, plan, split_ws, err));
     const qk_fuse f = {(cbf)q_norm, (cbf)k_norm, eps, theta, (__nv_bfloat16 *)k_cache, (__nv_bfloat16 *)v_cache};
     launch_hd<true>(stream, 1, heads, qkv, (heads + 2 * kv_heads) * head_dim, (cbf)k_cache, (cbf)v_cache, seq, pos,
-                    (__nv_bfloat16 *)out, kv_heads, head_dim, max_context, scale, f, split_ws, splits);
+                    (__nv_bfloat16 *)out, kv_heads, head_dim, max_context, scale, f, split_ws, plan);
     return sm_kernel_launched("attention_decode_qk", err);
 }

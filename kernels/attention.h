@@ -11,6 +11,8 @@
 #ifndef SM_ATTENTION_H
 #define SM_ATTENTION_H
 
+#include <stdbool.h>
+
 #include "kernel_api.h"
 
 #ifdef __cplusplus
@@ -22,33 +24,40 @@ sm_status sm_cuda_kv_write(cudaStream_t stream, const float *k, const float *v, 
                            sm_bf16_bits *v_cache, const int *seq, const int *pos, int rows, int kv_dim,
                            int max_context, sm_error *err);
 
-/* Query heads of one K/V group share a block where they fit (group of 2, 4 or 8, head_dim <=
- * 128): each K/V row is then read once per group, not once per head.
- *
- * Split-context attention: with few rows (decode, verify) one block per (row, head or group)
- * leaves most of the GPU idle and walks the whole context alone (a 2048-position batch-1 decode
- * step of a 48-layer model took 14 ms on an H200). With splits > 1, up to SM_ATTN_SPLIT_MAX_ROWS
- * rows are spread over `splits` blocks per (row, head or group), each over a chunk of the context
- * (at least 64 positions; the chunk is read from the device positions, so a graph serves growing
- * contexts), and merged by the last block to finish. sm_cuda_attention_splits picks the count:
- * the power of two that gives the longest row (max_len positions) enough 64-position chunks,
- * within two blocks per SM; 1 where the rows alone fill the machine. The workspace (device,
- * sm_cuda_attention_split_bytes for the model's heads and head_dim) must be zeroed once before
- * its first use; every launch leaves it ready for the next. Launches sharing a workspace must be
- * stream-ordered. */
+/* How one launch lays out its blocks (sm_cuda_attention_plan picks it per step from the longest
+ * row; {1, false} is always valid):
+ *  - grouped: the query heads of one K/V group share a block (groups of 2, 4 or 8, head_dim <=
+ *    128; other shapes ignore it), so each K/V row is read once per group instead of once per
+ *    head. Pays from about SM_ATTN_GROUP_MIN_LEN positions; below, its serial per-head work
+ *    costs more than the reads it saves (H200, Qwen3-30B shape, batch 1, 48 layers: +0.4 ms a
+ *    step at 32 positions, -0.95 ms at 2048).
+ *  - splits > 1: up to SM_ATTN_SPLIT_MAX_ROWS rows (decode, verify), which leave most of the GPU
+ *    idle with one block per (row, head or group), are spread over `splits` blocks each over a
+ *    chunk of the context (at least 64 positions; the chunk is read from the device positions,
+ *    so a graph serves growing contexts) and merged by the last block to finish (a 2048-position
+ *    batch-1 step took 14 ms unsplit). The plan uses the power of two that gives the longest row
+ *    enough chunks within two blocks per SM, and 1 where the rows alone fill the machine.
+ * The split workspace (device, sm_cuda_attention_split_bytes for the model's heads and
+ * head_dim) must be zeroed once before its first use; every launch leaves it ready for the next.
+ * Launches sharing a workspace must be stream-ordered. */
 #define SM_ATTN_MAX_SPLITS 32
 #define SM_ATTN_SPLIT_MAX_ROWS 8
+#define SM_ATTN_GROUP_MIN_LEN 1024
+typedef struct sm_attn_plan {
+    int splits;
+    bool grouped;
+} sm_attn_plan;
 size_t sm_cuda_attention_split_bytes(int heads, int head_dim);
-int sm_cuda_attention_splits(int rows, int heads, int kv_heads, int head_dim, int max_len, int sm_count);
+sm_attn_plan sm_cuda_attention_plan(int rows, int heads, int kv_heads, int head_dim, int max_len, int sm_count);
 
 /* out[r, h*hd .. (h+1)*hd) = softmax_t(q_rh . K[t]_g * scale) . V[t]_g over t = 0..pos[r],
  * g = h / (heads / kv_heads). q: fp32 rows with stride q_stride, heads*head_dim used; out BF16
  * [rows, heads*head_dim]. head_dim <= 256. Online softmax: no buffer grows with the context.
- * splits: 1, or the split-context blocks per (row, head) above with their workspace split_ws. */
+ * plan: the block layout above; split_ws its workspace (may be NULL with plan.splits == 1). */
 sm_status sm_cuda_attention(cudaStream_t stream, const float *q, int q_stride, const sm_bf16_bits *k_cache,
                             const sm_bf16_bits *v_cache, const int *seq, const int *pos, sm_bf16_bits *out, int rows,
                             int heads, int kv_heads, int head_dim, int max_context, float scale, void *split_ws,
-                            int splits, sm_error *err);
+                            sm_attn_plan plan, sm_error *err);
 
 /* One decode row in one launch: what sm_cuda_qk_norm_rope_kv (fused_ops.h) followed by
  * sm_cuda_attention computes for rows == 1, bit for bit (output and both caches), except that q
@@ -57,12 +66,12 @@ sm_status sm_cuda_attention(cudaStream_t stream, const float *q, int q_stride, c
  * norm, both NULL for none; head_dim even, <= 256. Each block rotates its q head and its group's
  * new K/V itself and reads the newest position from shared memory; one block per group writes
  * the slot. With several rows a row could read a slot of the same step before its writer has
- * run, so this is for single-row steps only. split_ws, splits: as for sm_cuda_attention. */
+ * run, so this is for single-row steps only. split_ws, plan: as for sm_cuda_attention. */
 sm_status sm_cuda_attention_decode_qk(cudaStream_t stream, const float *qkv, int heads, int kv_heads, int head_dim,
                                       const sm_bf16_bits *q_norm, const sm_bf16_bits *k_norm, float eps, float theta,
                                       const int *seq, const int *pos, sm_bf16_bits *k_cache, sm_bf16_bits *v_cache,
-                                      int max_context, float scale, sm_bf16_bits *out, void *split_ws, int splits,
-                                      sm_error *err);
+                                      int max_context, float scale, sm_bf16_bits *out, void *split_ws,
+                                      sm_attn_plan plan, sm_error *err);
 
 #ifdef __cplusplus
 }

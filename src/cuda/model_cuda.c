@@ -38,7 +38,7 @@
 
 typedef struct step_graph {
     int n_rows, n_logits;
-    int attn_splits;          /* split-context attention blocks (attention.h): a power of two */
+    sm_attn_plan attn;        /* the attention's block layout (attention.h) */
     bool observed;            /* the step logs routing for a route observer */
     int seen;                 /* eager runs of this shape so far: capture on the second */
     bool failed;              /* capture did not work for this shape: stay eager */
@@ -227,7 +227,7 @@ static const char *dev_dir(const sm_model_dev *m) { return m->w->dir; }
 
 typedef struct step {
     int n, n_logits, top_k;
-    int attn_splits; /* sm_cuda_attention_splits for the step's rows and longest context */
+    sm_attn_plan attn; /* sm_cuda_attention_plan for the step's rows and longest context */
     const bool *skip;
     const sm_route_observer *observer;
     bool h_ready; /* m->h already holds the next layer's attention input (fused into the MoE combine) */
@@ -335,7 +335,7 @@ static sm_status attention(sm_model_dev *m, int l, step *st, sm_error *err) {
     if (fusable && n == 1) { /* one launch for the q/k norm, RoPE, K/V write and attention */
         SM_TRY(sm_cuda_attention_decode_qk(s, m->qkv, heads, kvh, hd, norm ? L->q_norm : NULL, norm ? L->k_norm : NULL, eps,
                                            c->rope_theta, seq, pos, m->k_cache[l], m->v_cache[l], m->max_context, scale,
-                                           m->attn, m->attn_split, st->attn_splits, err));
+                                           m->attn, m->attn_split, st->attn, err));
     } else {
         if (fusable) { /* one launch for the five below */
             SM_TRY(sm_cuda_qk_norm_rope_kv(s, m->qkv, stride, n, heads, kvh, hd, norm ? L->q_norm : NULL,
@@ -354,7 +354,7 @@ static sm_status attention(sm_model_dev *m, int l, step *st, sm_error *err) {
             SM_TRY(sm_cuda_kv_write(s, k, v, stride, m->k_cache[l], m->v_cache[l], seq, pos, n, kvd, m->max_context, err));
         }
         SM_TRY(sm_cuda_attention(s, q, stride, m->k_cache[l], m->v_cache[l], seq, pos, m->attn, n, heads, kvh, hd,
-                                 m->max_context, scale, m->attn_split, st->attn_splits, err));
+                                 m->max_context, scale, m->attn_split, st->attn, err));
     }
     return proj(m, m->attn, L->o, m->x, true, 1.0f, n, H, qd, err);
 }
@@ -388,11 +388,12 @@ static sm_status step_body(sm_model_dev *m, const step *st, sm_error *err) {
 static step_graph *graph_slot(sm_model_dev *m, const step *st) {
     for (int i = 0; i < m->n_graphs; i++)
         if (m->graphs[i].n_rows == st->n && m->graphs[i].n_logits == st->n_logits &&
-            m->graphs[i].attn_splits == st->attn_splits && m->graphs[i].observed == !!st->observer)
+            m->graphs[i].attn.splits == st->attn.splits && m->graphs[i].attn.grouped == st->attn.grouped &&
+            m->graphs[i].observed == !!st->observer)
             return &m->graphs[i];
     if (m->n_graphs == GRAPH_SLOTS) return NULL;
     step_graph *g = &m->graphs[m->n_graphs++];
-    *g = (step_graph){.n_rows = st->n, .n_logits = st->n_logits, .attn_splits = st->attn_splits,
+    *g = (step_graph){.n_rows = st->n, .n_logits = st->n_logits, .attn = st->attn,
                       .observed = st->observer != NULL};
     return g;
 }
@@ -587,8 +588,7 @@ static sm_status dev_forward(sm_model_dev *m, const sm_row *rows, int n_rows, co
             if (row->pos + 1 > max_len) max_len = row->pos + 1;
         }
         step st = {.n = n, .n_logits = n_logits, .top_k = top_k, .skip = fo ? fo->skip_layer : NULL, .observer = observer,
-                   .attn_splits = sm_cuda_attention_splits(n, c->num_heads, c->num_kv_heads, c->head_dim, max_len,
-                                                           m->sm_count)};
+                   .attn = sm_cuda_attention_plan(n, c->num_heads, c->num_kv_heads, c->head_dim, max_len, m->sm_count)};
         SM_TRY(sm_cuda_check(cudaMemcpyAsync(m->d_rows, m->h_rows, 4 * SM_CUDA_CHUNK_ROWS * sizeof(int),
                                              cudaMemcpyHostToDevice, m->stream), err, "GPU model: copying the row table"));
         if (observer) SM_TRY(route_log_reserve(m, err));

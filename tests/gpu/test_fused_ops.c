@@ -152,7 +152,8 @@ static void test_attention_decode_qk(void) {
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const attn_shape *S = &shapes[t];
         int qd = S->heads * S->hd, kvd = S->kvh * S->hd, stride = qd + 2 * kvd, seqs = 3, ctx = 2048;
-        for (int late = 0; late <= 1; late++) {
+        for (int variant = 0; variant < 4; variant++) { /* position 0 or later, x the plan or the plan grouped */
+            int late = variant & 1;
             sm_error err = {0};
             int seq = (int)(gpu_test_next(&seed) % 3), pos = late ? 1 + (int)(gpu_test_next(&seed) % (uint64_t)(ctx - 1)) : 0;
             size_t n_cache = (size_t)seqs * ctx * kvd, n_out = (size_t)qd;
@@ -176,11 +177,12 @@ static void test_attention_decode_qk(void) {
             size_t ws_bytes = sm_cuda_attention_split_bytes(S->heads, S->hd);
             void *ws = gpu_test_malloc(ws_bytes);
             gpu_test_cuda(cudaMemset(ws, 0, ws_bytes), "split workspace");
-            int splits = sm_cuda_attention_splits(1, S->heads, S->kvh, S->hd, pos + 1, 132);
+            sm_attn_plan plan = sm_cuda_attention_plan(1, S->heads, S->kvh, S->hd, pos + 1, 132);
+            if (variant & 2) plan.grouped = true;
             CHECK_OK(sm_cuda_attention(0, d_a, stride, d_kca, d_vca, d_seq, d_pos, d_oa, 1, S->heads, S->kvh, S->hd, ctx,
-                                       scale, ws, splits, &err), &err);
+                                       scale, ws, plan, &err), &err);
             CHECK_OK(sm_cuda_attention_decode_qk(0, d_b, S->heads, S->kvh, S->hd, d_qw, d_kw, eps, theta, d_seq, d_pos, d_kcb,
-                                                 d_vcb, ctx, scale, d_ob, ws, splits, &err), &err);
+                                                 d_vcb, ctx, scale, d_ob, ws, plan, &err), &err);
             sync_ok("attention_decode_qk");
             size_t at = 0;
             CHECK(dev_same(d_oa, d_ob, n_out * 2, &at), "attention_decode_qk %s pos %d: output differs from the chain at %zu",
@@ -192,16 +194,16 @@ static void test_attention_decode_qk(void) {
             float *o = malloc(n_out * 4);
             gpu_test_download_bf16(o, d_ob, 1, (int)n_out, (int)n_out);
             CHECK(gpu_test_all_finite(o, n_out), "attention_decode_qk %s pos %d: output not finite", S->name, pos);
-            if (t == 0 && late) check_detects_flip(d_ob, n_out * 2, "attention output");
-            printf("attention_decode_qk %-14s pos %4d (%2d splits): output, K and V caches bit-identical to the chain\n",
-                   S->name, pos, splits);
+            if (t == 0 && variant == 1) check_detects_flip(d_ob, n_out * 2, "attention output");
+            printf("attention_decode_qk %-14s pos %4d (%2d splits%s): output, K and V caches bit-identical to the chain\n",
+                   S->name, pos, plan.splits, plan.grouped ? ", grouped" : "");
             free(o); free(qkv); free(qw); free(kw); free(cache0);
             cudaFree(d_a); cudaFree(d_b); cudaFree(d_kca); cudaFree(d_vca); cudaFree(d_kcb); cudaFree(d_vcb);
             cudaFree(d_qw); cudaFree(d_kw); cudaFree(d_seq); cudaFree(d_pos); cudaFree(d_oa); cudaFree(d_ob); cudaFree(ws);
         }
     }
     sm_error err = {0};
-    CHECK(sm_cuda_attention_decode_qk(0, NULL, 2, 1, 7, NULL, NULL, 1e-6f, 1e4f, NULL, NULL, NULL, NULL, 8, 1.0f, NULL, NULL, 1, &err) ==
+    CHECK(sm_cuda_attention_decode_qk(0, NULL, 2, 1, 7, NULL, NULL, 1e-6f, 1e4f, NULL, NULL, NULL, NULL, 8, 1.0f, NULL, NULL, (sm_attn_plan){1, false}, &err) ==
               SM_EINVAL && strstr(err.msg, "head_dim 7"), "attention_decode_qk: odd head_dim accepted (%s)", err.msg);
 }
 

@@ -127,6 +127,14 @@ static void twin_attention(const float *q, int q_stride, const float *kc, const 
     free(sc);
 }
 
+static bool plan_is(int rows, int heads, int kvh, int hd, int max_len, int splits, bool grouped) {
+    sm_attn_plan p = sm_cuda_attention_plan(rows, heads, kvh, hd, max_len, 132);
+    if (p.splits == splits && p.grouped == grouped) return true;
+    printf("plan(rows %d, heads %d/%d, hd %d, len %d) = {%d, %d}, want {%d, %d}\n", rows, heads, kvh, hd, max_len, p.splits,
+           p.grouped, splits, grouped);
+    return false;
+}
+
 static void test_attention(void) {
     uint64_t seed = 37;
     const int shapes[][3] = {{2, 1, 8}, {8, 2, 32}, {4, 4, 64}, {32, 4, 128}, {4, 2, 256}}; /* heads, kv_heads, hd */
@@ -151,7 +159,7 @@ static void test_attention(void) {
         gpu_test_poison(d_out, (size_t)rows * qd * 2);
         CHECK_OK(sm_cuda_kv_write(0, d_qkv + qd, d_qkv + qd + kvd, stride, d_kc, d_vc, d_seq, d_pos, rows, kvd, ctx, &err), &err);
         CHECK_OK(sm_cuda_attention(0, d_qkv, stride, d_kc, d_vc, d_seq, d_pos, d_out, rows, heads, kvh, hd, ctx,
-                                   1.0f / sqrtf((float)hd), NULL, 1, &err), &err);
+                                   1.0f / sqrtf((float)hd), NULL, (sm_attn_plan){1, false}, &err), &err);
         sync_ok("attention");
         /* twin: write the rows' K/V (BF16-rounded) into the host cache first, as the kernel did */
         for (int r = 0; r < rows; r++)
@@ -176,34 +184,37 @@ static void test_attention(void) {
         size_t ws_bytes = sm_cuda_attention_split_bytes(heads, hd);
         void *ws = gpu_test_malloc(ws_bytes);
         gpu_test_cuda(cudaMemset(ws, 0, ws_bytes), "split workspace");
-        const int parts[4][3] = {{0, 1, 32}, {0, 1, 16}, {0, 1, 2}, {8, 5, 4}}; /* first row, rows, splits */
+        /* first row, rows, splits, grouped (every row too, unsplit) */
+        const int parts[6][4] = {{0, 1, 32, 1}, {0, 1, 16, 0}, {0, 1, 2, 1}, {8, 5, 4, 0}, {8, 5, 2, 1}, {0, 13, 1, 1}};
         for (int rep = 0; rep < 2; rep++)
-            for (int pi = 0; pi < 4; pi++) {
+            for (int pi = 0; pi < 6; pi++) {
                 int r0 = parts[pi][0], nr = parts[pi][1];
                 gpu_test_poison(d_out, (size_t)rows * qd * 2);
                 CHECK_OK(sm_cuda_attention(0, d_qkv + (size_t)r0 * stride, stride, d_kc, d_vc, d_seq + r0, d_pos + r0,
                                            (sm_bf16_bits *)d_out + (size_t)r0 * qd, nr, heads, kvh, hd, ctx,
-                                           1.0f / sqrtf((float)hd), ws, parts[pi][2], &err), &err);
+                                           1.0f / sqrtf((float)hd), ws,
+                                           (sm_attn_plan){parts[pi][2], parts[pi][3] != 0}, &err), &err);
                 sync_ok("split attention");
                 gpu_test_download_bf16(got, d_out, rows, qd, qd);
                 double es = test_rel_l2(got + (size_t)r0 * qd, ref + (size_t)r0 * qd, (size_t)nr * qd);
                 CHECK(es < BF16_TOL && gpu_test_all_finite(got + (size_t)r0 * qd, (size_t)nr * qd),
                       "split attention heads %d/%d hd %d rows %d..%d (pass %d): rel L2 %.3g", heads, kvh, hd, r0,
                       r0 + nr - 1, rep, es);
-                if (rep == 1) printf("  split-context (%2d), rows %d..%d: rel L2 %.2e\n", parts[pi][2], r0, r0 + nr - 1, es);
+                if (rep == 1)
+                    printf("  %2d splits%s, rows %d..%d: rel L2 %.2e\n", parts[pi][2], parts[pi][3] ? " grouped" : "", r0,
+                           r0 + nr - 1, es);
             }
-        CHECK(sm_cuda_attention(0, d_qkv, stride, d_kc, d_vc, d_seq, d_pos, d_out, 9, heads, kvh, hd, ctx, 1.0f, ws, 2, &err) ==
+        CHECK(sm_cuda_attention(0, d_qkv, stride, d_kc, d_vc, d_seq, d_pos, d_out, 9, heads, kvh, hd, ctx, 1.0f, ws, (sm_attn_plan){2, false}, &err) ==
                   SM_EINVAL && strstr(err.msg, "9 rows"), "split attention of 9 rows accepted: %s", err.msg);
         cudaFree(ws);
         if (t == 0)
-            CHECK(sm_cuda_attention_splits(1, 32, 32, 128, 33, 132) == 1 &&
-                      sm_cuda_attention_splits(1, 32, 32, 128, 161, 132) == 4 &&
-                      sm_cuda_attention_splits(1, 32, 32, 128, 2049, 132) == 8 &&
-                      sm_cuda_attention_splits(1, 32, 4, 128, 2049, 132) == 32 && /* groups of 8: 4 blocks a row */
-                      sm_cuda_attention_splits(8, 32, 32, 128, 2049, 132) == 1 &&
-                      sm_cuda_attention_splits(8, 32, 4, 128, 2049, 132) == 8 &&
-                      sm_cuda_attention_splits(9, 1, 1, 64, 100000, 132) == 1,
-                  "attention split policy");
+            CHECK(plan_is(1, 32, 32, 128, 33, 1, false) && plan_is(1, 32, 32, 128, 161, 4, false) &&
+                      plan_is(1, 32, 32, 128, 2049, 8, false) && plan_is(1, 32, 4, 128, 161, 4, false) &&
+                      plan_is(1, 32, 4, 128, 2049, 32, true) && /* groups of 8: 4 blocks a row */
+                      plan_is(8, 32, 32, 128, 2049, 1, false) && plan_is(8, 32, 4, 128, 2049, 8, true) &&
+                      plan_is(1, 4, 2, 256, 2049, 32, false) && /* head_dim 256: no group kernel */
+                      plan_is(9, 1, 1, 64, 100000, 1, false),
+                  "attention plans");
         free(kc); free(vc); free(qkv); free(got_kc); free(ref); free(got);
         cudaFree(d_kc); cudaFree(d_vc); cudaFree(d_qkv); cudaFree(d_seq); cudaFree(d_pos); cudaFree(d_out);
     }
