@@ -1,7 +1,8 @@
-/* kernels/attention.cu — see attention.h. One block per (row, head), eight warps; each warp
- * walks its share of the cached positions ATTN_POS at a time with an online softmax (running
- * max, sum, and weighted V in registers: lane l holds dims l, l+32, ...), then the warps merge
- * through shared memory. */
+/* kernels/attention.cu — see attention.h. One block per (row, head) — or per (row, K/V group)
+ * and per context chunk, as the launch's sm_attn_plan says — with eight warps; each warp walks
+ * its share of the cached positions ATTN_POS at a time with an online softmax (running max, sum,
+ * and weighted V in registers: lane l holds dims l, l+32, ...), then the warps merge through
+ * shared memory, and split chunks through the workspace. */
 #include "attention.h"
 
 #include "kernel_common.cuh"
@@ -31,10 +32,10 @@ struct qk_fuse {
     __nv_bfloat16 *k_cache, *v_cache;     /* the new position's slot is written here */
 };
 
-/* Split-context decode (SPLIT): `splits` blocks per (row, head), each over a chunk of at least
+/* Split-context decode (SPLIT): `splits` blocks per (row, unit), each over a chunk of at least
  * ATTN_SPLIT_MIN_CHUNK positions, so a few rows still fill the machine; each block leaves its
- * unnormalised partial (max, sum, weighted V) in the workspace and the last of the (row, head)
- * to arrive merges them. The chunk follows the row's length on the device, so one captured
+ * heads' unnormalised partials (max, sum, weighted V) in the workspace and the last block of the
+ * (row, unit) to arrive merges them. The chunk follows the row's length on the device, so one captured
  * launch serves every length (a shorter row leaves the last blocks idle). Workspace:
  * [SM_ATTN_SPLIT_MAX_ROWS * heads] arrival counts (zero between launches: the merging block
  * resets its count), then [rows * heads][splits][hd + 2] partials. */
@@ -246,6 +247,12 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
     }
 }
 
+/* Query heads a block takes on this shape when grouped (1: the shape has no group kernel). */
+int group_width(int heads, int kv_heads, int head_dim) {
+    const int group = heads / kv_heads;
+    return (group == 2 || group == 4 || group == 8) && head_dim <= 128 ? group : 1;
+}
+
 template <int NPER, int G, bool FUSED>
 void launch_attention(cudaStream_t stream, int rows, int heads, const float *q, int q_stride, const __nv_bfloat16 *kc,
                       const __nv_bfloat16 *vc, const int *seq, const int *pos, __nv_bfloat16 *o, int kv_heads, int hd,
@@ -259,8 +266,8 @@ void launch_attention(cudaStream_t stream, int rows, int heads, const float *q, 
                       pos, o, heads, kv_heads, hd, max_context, scale, f, split_ws, 1);
 }
 
-/* Whole groups per block when the plan says so and a group of G query heads fits the registers
- * (G * head_dim up to 1024: Qwen3-30B's 8 x 128, Mixtral's 4 x 128); one head per block otherwise. */
+/* Whole groups per block when the plan says so and the shape has a group kernel (its G query
+ * heads fit the registers: Qwen3-30B's 8 x 128, Mixtral's 4 x 128); one head per block otherwise. */
 template <int NPER, bool FUSED>
 void launch_group(cudaStream_t stream, int rows, int heads, const float *q, int q_stride, const __nv_bfloat16 *kc,
                   const __nv_bfloat16 *vc, const int *seq, const int *pos, __nv_bfloat16 *o, int kv_heads, int hd,
@@ -269,8 +276,8 @@ void launch_group(cudaStream_t stream, int rows, int heads, const float *q, int 
 #define SM_ATTN_G(GG) \
     launch_attention<NPER, GG, FUSED>(stream, rows, heads, q, q_stride, kc, vc, seq, pos, o, kv_heads, hd, max_context, \
                                       scale, f, split_ws, splits)
-    const int group = plan.grouped ? heads / kv_heads : 1;
-    if constexpr (NPER <= 4) { /* instantiated only where they can be chosen */
+    const int group = plan.grouped ? group_width(heads, kv_heads, hd) : 1;
+    if constexpr (NPER <= 4) { /* group kernels only where group_width can choose them */
         if (group == 8) SM_ATTN_G(8);
         else if (group == 4) SM_ATTN_G(4);
         else if (group == 2) SM_ATTN_G(2);
@@ -320,12 +327,6 @@ extern "C" sm_status sm_cuda_kv_write(cudaStream_t stream, const float *k, const
 extern "C" size_t sm_cuda_attention_split_bytes(int heads, int head_dim) {
     return split_counts_bytes(heads) +
            (size_t)SM_ATTN_SPLIT_MAX_ROWS * heads * SM_ATTN_MAX_SPLITS * (head_dim + 2) * sizeof(float);
-}
-
-/* Query heads a block takes on this shape when grouped (1: the shape has no group kernel). */
-static int group_width(int heads, int kv_heads, int head_dim) {
-    const int group = heads / kv_heads;
-    return (group == 2 || group == 4 || group == 8) && head_dim <= 128 ? group : 1;
 }
 
 extern "C" sm_attn_plan sm_cuda_attention_plan(int rows, int heads, int kv_heads, int head_dim, int max_len,
