@@ -15,6 +15,7 @@
 #include "cuda/model_cuda_internal.h"
 #include "cuda/moe_device.h"
 #include "fill_random.h"
+#include "moe_pointers.h"
 #include "moe/runners/runners.h"
 
 #define ALIGN_UP(n) (((n) + 255) / 256 * 256)
@@ -80,7 +81,9 @@ size_t sm_cuda_model_workspace_bytes(const sm_model_config *c, const sm_runner_b
         b += R * E * 4 + 2 * A * 4 + (E + 1) * 4 + 3 * A * 4 + R * 4; /* router, top-k, permutation, gate */
         b += 2 * A * hp * 2;                                            /* permuted inputs and outputs */
         b += A * fp * 2;                                                /* runner: SwiGLU activations */
-        if (runner == &sm_runner_cublaslt) b += A * 2 * fp * 2 + ((size_t)32 << 20);
+        if (runner == &sm_runner_cublaslt) /* gate|up outputs, pointer-array tables, cuBLASLt workspace */
+            b += A * 2 * fp * 2 + A * (SM_MOE_PTR_EXPERT_TABLES + SM_MOE_PTR_ROW_TABLES) * sizeof(void *) +
+                 ((size_t)32 << 20);
     }
     b += 16 * 256 + 4 * R * 4;                                          /* alignment, row tables */
     return b + sm_gemm_lt_device_bytes();
