@@ -10,6 +10,8 @@
 #   tests    every tests/test_gpu_* binary (SPECMOE_REQUIRE_GPU=1), then the SANITIZERS (default
 #            memcheck racecheck) of compute-sanitizer on the SANITIZE_TESTS (kernel tests)
 #   decode   specmoe bench decode (Qwen3-30B-A3B shape, 48 layers, random weights), graphs and eager
+#   ab       decode A/B in one call: specmoe under each of AB_ENVS (e.g. "- SPECMOE_MOE_DECODE=simt"),
+#            and BASE_BIN (another build's specmoe, e.g. the previous commit's) when given; AB_BATCHES
 #   profile  Nsight Compute kernel durations of one eager batch-1 step of a PROFILE_LAYERS-layer cut
 #   layer    specmoe bench moe-layer, both presets
 #   peers    bench/peer_grouped_mm.py on the same points
@@ -97,6 +99,18 @@ if has decode; then
   done
   run decode_cublaslt 120 "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b --batch 1,2,4,8,16 --steps 20 \
     --moe-runner-backend cublaslt || status=1
+fi
+if has ab; then # same-call A/B of decode: AB_ENVS (settings for specmoe, "-" for none), and a BASE_BIN build
+  ab_batches=${AB_BATCHES:-1,4,8}
+  if [ -n "${BASE_BIN:-}" ]; then
+    run decode_ab_base 90 "$BASE_BIN" bench decode --preset qwen3-30b-a3b --batch "$ab_batches" --steps 20 || status=1
+  fi
+  for setting in ${AB_ENVS:--}; do
+    envs=()
+    [ "$setting" != - ] && envs=("$setting")
+    run "decode_ab_${setting//[^A-Za-z0-9]/_}" 90 env "${envs[@]}" "$BUILD/specmoe" bench decode \
+      --preset qwen3-30b-a3b --batch "$ab_batches" --steps 20 || status=1
+  done
 fi
 if has profile; then
   ncu=$(find_tool ncu)

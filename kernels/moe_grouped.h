@@ -15,7 +15,10 @@
  *   decode-mma  — several tokens per expert on large experts: a CTA per (expert, 16 columns)
  *                 streams each weight once for up to 32 tokens with mma.sync (moe_decode_mma.cu);
  *   prefill-mma — 128×128×32 mma.sync tiles, ldmatrix, 3-stage cp.async (moe_prefill_mma.cu);
- *                 needs K % 32 == 0 and N % 64 == 0, other shapes run `prefill` instead.
+ *                 needs K % 32 == 0 and N % 64 == 0, other shapes run `prefill` instead;
+ *   prefill-wgmma — Hopper: 128×128×64 tiles copied by TMA, multiplied by wgmma from shared
+ *                 memory, a producer warpgroup and two consumers (moe_prefill_wgmma.cu); any
+ *                 shape (operands not 16-byte aligned run prefill-mma's choice instead).
  * AUTO chooses by tokens per expert (see pick() in moe_grouped.cu); the mma kernels join it
  * through auto_allow (sm_moe_auto_allow_from_env: on unless the environment turns them off).
  *
@@ -41,11 +44,12 @@ typedef enum sm_moe_regime {
     SM_MOE_REGIME_PREFILL,
     SM_MOE_REGIME_DECODE_MMA,
     SM_MOE_REGIME_PREFILL_MMA,
+    SM_MOE_REGIME_PREFILL_WGMMA,
     SM_MOE_REGIME_COUNT
 } sm_moe_regime;
 
 /* Bits of sm_moe_grouped_args.auto_allow: new kernels AUTO may choose. */
-enum { SM_MOE_ALLOW_DECODE_MMA = 1u << 0, SM_MOE_ALLOW_PREFILL_MMA = 1u << 1 };
+enum { SM_MOE_ALLOW_DECODE_MMA = 1u << 0, SM_MOE_ALLOW_PREFILL_MMA = 1u << 1, SM_MOE_ALLOW_PREFILL_WGMMA = 1u << 2 };
 
 typedef struct sm_moe_grouped_args {
     int num_experts;
@@ -61,7 +65,7 @@ typedef struct sm_moe_grouped_args {
  * to, or the forced regime after its shape fallback (prefill-mma -> prefill). For labels. */
 sm_moe_regime sm_moe_regime_pick(const sm_moe_grouped_args *a, bool down_proj);
 
-/* "auto", "decode", "prefill", "decode-mma", "prefill-mma"; "?" for other values. */
+/* "auto", "decode", "prefill", "decode-mma", "prefill-mma", "prefill-wgmma"; "?" for other values. */
 const char *sm_moe_regime_name(sm_moe_regime r);
 /* The regime with that name, or -1. */
 int sm_moe_regime_parse(const char *name);

@@ -74,6 +74,8 @@ static const regime_case regime_cases[] = {
     {SM_MOE_REGIME_PREFILL, 0},
     {SM_MOE_REGIME_DECODE_MMA, 0},
     {SM_MOE_REGIME_PREFILL_MMA, 0},
+    {SM_MOE_REGIME_PREFILL_WGMMA, 0},
+    {SM_MOE_REGIME_AUTO, SM_MOE_ALLOW_DECODE_MMA | SM_MOE_ALLOW_PREFILL_MMA | SM_MOE_ALLOW_PREFILL_WGMMA},
 };
 
 /* Which kernel each regime resolves to: prefill-mma only for K % 32 == 0 and N % 64 == 0 (else
@@ -99,6 +101,13 @@ static void test_moe_regime_pick(void) {
     CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_DECODE, "AUTO, decode-mma allowed, 1/2 per expert: decode");
     a.n_assign = 8 * 17;
     CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_PREFILL_MMA, "AUTO, 17 per expert: prefill-mma");
+    a.auto_allow |= SM_MOE_ALLOW_PREFILL_WGMMA;
+    CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_PREFILL_WGMMA, "AUTO, wgmma allowed, 17 per expert: wgmma");
+    a.ffn = 24; /* no shape limits: wgmma reads K and N tails as zeros */
+    CHECK(sm_moe_regime_pick(&a, true) == SM_MOE_REGIME_PREFILL_WGMMA, "AUTO, wgmma allowed, ffn 24: wgmma");
+    a.regime = SM_MOE_REGIME_PREFILL_WGMMA;
+    CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_PREFILL_WGMMA, "forced prefill-wgmma");
+    a.ffn = 64;
     for (int r = 0; r < SM_MOE_REGIME_COUNT; r++)
         CHECK(sm_moe_regime_parse(sm_moe_regime_name((sm_moe_regime)r)) == r, "regime %d name round trip", r);
     CHECK(sm_moe_regime_parse("fast") == -1, "unknown regime name must be -1");

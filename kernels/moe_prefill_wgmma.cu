@@ -1,0 +1,257 @@
+/* kernels/moe_prefill_wgmma.cu — prefill regime on Hopper's warpgroup MMA (SM_MOE_REGIME_PREFILL_WGMMA).
+ *
+ * Why another prefill kernel. mma.sync (moe_prefill_mma.cu) is issued per warp from registers
+ * that ldmatrix filled, and every thread also copies its share of each stage with cp.async: on an
+ * H200 that reached 24.5% (Qwen3-30B shape) and 30.7% (Mixtral) of the cuBLASLt dense rate at
+ * 4096 tokens. Hopper's own path moves both chores off the threads: the tensor memory accelerator
+ * (TMA) copies whole tiles into shared memory, and wgmma multiplies a 64-row slab of A by a B
+ * tile straight from shared memory, asynchronously, for a whole warpgroup.
+ *
+ * Layout of a CTA (384 threads): warpgroup 0 is the producer, of which one thread issues the TMA
+ * copies; warpgroups 1 and 2 are consumers, each owning 64 rows of the 128x128 output tile.
+ *   - A tile: 128 token rows x 64 k (16 KB), B tile: 128 weight rows x 64 k (16 KB), both stored
+ *     by TMA with the 128-byte swizzle that wgmma's shared-memory descriptors expect.
+ *   - WG_STAGES stages in a ring. full[s]: the producer announces the bytes, TMA completes them;
+ *     empty[s]: each consumer warpgroup arrives once it no longer reads stage s.
+ *   - Consumers issue 4 wgmma m64n128k16 per stage and keep one stage's group in flight
+ *     (wgmma.wait_group 1) before releasing the stage before it.
+ * Gated (gate_up): the B tile's rows 0-63 are gate rows n0.. and rows 64-127 the up rows of the
+ * same 64 columns (two TMA boxes), so a thread's accumulator for gate column c sits 32 registers
+ * before the up of c, and silu(gate)*up is formed in registers. Down: 128 output columns, the
+ * routing weight applied in the epilogue.
+ *
+ * Bounds: TMA fills reads outside the tensors with zeros — tokens past n_assign, weight rows past
+ * the expert's, k past K — so any K (multiple of 8: 16-byte row strides) and N work; rows of the
+ * next expert inside an m-tile are computed and not stored, columns past N are not stored.
+ * Tiles are enumerated on the GPU from the device expert offsets (find_tile) in the banded
+ * raster of moe_prefill_mma.cu, so a launch depends only on n_assign (graph-capturable). */
+#include "moe_mma.cuh"
+
+#include <cuda.h> /* CUtensorMap and its enums only: the encoder is reached through the runtime */
+#include <stdint.h>
+
+#include "kernel_common.cuh"
+
+namespace sm_moe_mma {
+namespace {
+
+constexpr int WG_BM = 128, WG_BN = 128, WG_BK = 64, WG_STAGES = 4, WG_THREADS = 384, WG_BAND = 8;
+constexpr uint32_t WG_TILE_BYTES = WG_BM * WG_BK * 2; /* one operand of one stage; B has BN == BM rows */
+static_assert(WG_BN == WG_BM, "A and B stage tiles have the same size");
+constexpr size_t WG_SMEM = (size_t)WG_STAGES * 2 * WG_TILE_BYTES + 1024; /* + room to align to 1024 */
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+/* ---- mbarrier ---------------------------------------------------------------------------- */
+__device__ __forceinline__ void mbar_init(uint64_t *bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint64_t *bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t *bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_addr(bar)) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint64_t *bar, unsigned parity) {
+    uint32_t done = 0;
+    while (!done)
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(smem_addr(bar)), "r"(parity)
+                     : "memory");
+}
+
+/* ---- TMA ----------------------------------------------------------------------------------- */
+__device__ __forceinline__ void tma_load_2d(void *dst, const CUtensorMap *map, int c0, int c1, uint64_t *bar) {
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
+                 ::"r"(smem_addr(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(smem_addr(bar))
+                 : "memory");
+}
+__device__ __forceinline__ void tma_load_3d(void *dst, const CUtensorMap *map, int c0, int c1, int c2, uint64_t *bar) {
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];"
+                 ::"r"(smem_addr(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(smem_addr(bar))
+                 : "memory");
+}
+
+/* ---- wgmma --------------------------------------------------------------------------------- */
+/* Shared-memory matrix descriptor of a K-major tile with the 128-byte swizzle: start address,
+ * leading offset 1 (unused by this layout), 1024 bytes between 8-row groups, swizzle mode 1.
+ * The tile starts 1024-byte aligned, so the base offset is 0; moving 16 k (32 bytes) along a
+ * row is adding 32 to the start address. */
+__device__ __forceinline__ uint64_t tile_desc(uint32_t addr) {
+    return (uint64_t)((addr >> 4) & 0x3FFF) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+
+/* d[64] (+)= A(64x16, desc a) * B(16x128, desc b); accumulate = 0 overwrites d. Fragment of d:
+ * thread t of the warpgroup holds, for each 8-column block j, rows 16*(t/32) + (t%32)/4 (+8) at
+ * columns 8j + 2*(t%4) (+1): d[4j + {0,1}] on the upper row, d[4j + {2,3}] on the lower. */
+__device__ __forceinline__ void wgmma_m64n128k16(float d[64], uint64_t a, uint64_t b, int accumulate) {
+#define SM_D8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+                 "%64, %65, p, 1, 1, 0, 0;\n}\n"
+                 : SM_D8(0), SM_D8(8), SM_D8(16), SM_D8(24), SM_D8(32), SM_D8(40), SM_D8(48), SM_D8(56)
+                 : "l"(a), "l"(b), "r"(accumulate));
+#undef SM_D8
+}
+
+template <bool GATED>
+__global__ void __launch_bounds__(WG_THREADS, 1)
+    prefill_wgmma_kernel(const __grid_constant__ CUtensorMap tm_a, const __grid_constant__ CUtensorMap tm_b,
+                         const float *__restrict__ weight, __nv_bfloat16 *__restrict__ out,
+                         const int *__restrict__ offsets, int num_experts, int K, int N, int n_tiles) {
+    extern __shared__ unsigned char smem_raw[];
+    /* 128-byte swizzled tiles want 1024-byte alignment (the swizzle pattern repeats every 8 rows) */
+    unsigned char *smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+    unsigned char *As = smem, *Bs = smem + WG_STAGES * WG_TILE_BYTES;
+    __shared__ __align__(8) uint64_t full[WG_STAGES], empty[WG_STAGES];
+    __shared__ tile_ref pos;
+    if (threadIdx.x < 32) {
+        if (threadIdx.x == 0) pos.expert = -1;
+        __syncwarp();
+        find_tile(offsets, num_experts, blockIdx.x, WG_BM, n_tiles, &pos);
+    }
+    if (threadIdx.x == 32) {
+        for (int s = 0; s < WG_STAGES; s++) {
+            mbar_init(&full[s], 1);  /* the producer's expect_tx; TMA completes the bytes */
+            mbar_init(&empty[s], 2); /* one arrive per consumer warpgroup */
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+    const int e = pos.expert;
+    if (e < 0) return; /* the grid is an upper bound on the tiles */
+
+    const int m_tiles = (pos.count + WG_BM - 1) / WG_BM;
+    const int band = pos.local / (m_tiles * WG_BAND), in_band = pos.local % (m_tiles * WG_BAND);
+    const int band_w = min(WG_BAND, n_tiles - band * WG_BAND);
+    const int tm = in_band / band_w, tn = band * WG_BAND + in_band % band_w;
+    const int row0 = pos.begin + tm * WG_BM, rows = min(WG_BM, pos.count - tm * WG_BM);
+    const int n0 = tn * (GATED ? WG_BN / 2 : WG_BN);
+    const int KT = (K + WG_BK - 1) / WG_BK;
+    const int wg = threadIdx.x >> 7;
+
+    if (wg == 0) { /* producer: one thread walks the k-steps, WG_STAGES ahead of the consumers */
+        if (threadIdx.x == 0) {
+            for (int kt = 0; kt < KT; kt++) {
+                const int s = kt % WG_STAGES, k0 = kt * WG_BK;
+                if (kt >= WG_STAGES) mbar_wait(&empty[s], (unsigned)((kt / WG_STAGES - 1) & 1));
+                mbar_expect_tx(&full[s], 2 * WG_TILE_BYTES);
+                tma_load_2d(As + s * WG_TILE_BYTES, &tm_a, k0, row0, &full[s]);
+                if (GATED) {
+                    tma_load_3d(Bs + s * WG_TILE_BYTES, &tm_b, k0, n0, e, &full[s]);
+                    tma_load_3d(Bs + s * WG_TILE_BYTES + WG_TILE_BYTES / 2, &tm_b, k0, N + n0, e, &full[s]);
+                } else {
+                    tma_load_3d(Bs + s * WG_TILE_BYTES, &tm_b, k0, n0, e, &full[s]);
+                }
+            }
+        }
+        return;
+    }
+
+    const int slab = wg - 1; /* this warpgroup's 64 rows of the tile */
+    float acc[64];
+#pragma unroll
+    for (int i = 0; i < 64; i++) acc[i] = 0.0f;
+    for (int kt = 0; kt < KT; kt++) {
+        const int s = kt % WG_STAGES;
+        mbar_wait(&full[s], (unsigned)((kt / WG_STAGES) & 1));
+        const uint32_t a = smem_addr(As + s * WG_TILE_BYTES) + slab * 64 * 128, b = smem_addr(Bs + s * WG_TILE_BYTES);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < WG_BK / 16; kk++) wgmma_m64n128k16(acc, tile_desc(a + kk * 32), tile_desc(b + kk * 32), kt > 0 || kk > 0);
+        wgmma_commit();
+        wgmma_wait<1>(); /* the previous stage's group is done: its tiles may be overwritten */
+        if (kt > 0 && (threadIdx.x & 127) == 0) mbar_arrive(&empty[(kt - 1) % WG_STAGES]);
+    }
+    wgmma_wait<0>();
+
+    const int t = threadIdx.x & 127, r_hi = slab * 64 + 16 * (t >> 5) + ((t & 31) >> 2), c_in = 2 * (t & 3);
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int m = r_hi + 8 * h;
+        if (m >= rows) continue;
+        const int r = row0 + m;
+        __nv_bfloat16 *orow = out + (size_t)r * N;
+        if (GATED) {
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const int col = n0 + 8 * j + c_in;
+                if (col >= N) continue;
+                const float v0 = sm_silu(acc[4 * j + 2 * h]) * acc[32 + 4 * j + 2 * h];
+                const float v1 = sm_silu(acc[4 * j + 2 * h + 1]) * acc[32 + 4 * j + 2 * h + 1];
+                *reinterpret_cast<uint32_t *>(orow + col) = sm_pack2_bf16(v0, v1);
+            }
+        } else {
+            const float sc = weight[r];
+#pragma unroll
+            for (int j = 0; j < 16; j++) {
+                const int col = n0 + 8 * j + c_in;
+                if (col >= N) continue;
+                *reinterpret_cast<uint32_t *>(orow + col) = sm_pack2_bf16(sc * acc[4 * j + 2 * h], sc * acc[4 * j + 2 * h + 1]);
+            }
+        }
+    }
+}
+
+/* cuTensorMapEncodeTiled through the runtime's driver entry point (no link against libcuda). */
+typedef CUresult (*encode_tiled_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
+                                    const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
+                                    CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+/* A BF16 tensor of `rank` dims (dims[0] innermost, strides in bytes for dims 1..) read in boxes
+ * of 64 x box_rows (x 1), 128-byte swizzled, zeros outside. */
+cudaError_t encode(CUtensorMap *map, int rank, const void *base, const cuuint64_t *dims, const cuuint64_t *strides,
+                   cuuint32_t box_rows) {
+    void *fn = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q);
+    if (e != cudaSuccess) return e;
+    if (!fn || q != cudaDriverEntryPointSuccess) return cudaErrorNotSupported;
+    const cuuint32_t box[3] = {(cuuint32_t)WG_BK, box_rows, 1}, elem_strides[3] = {1, 1, 1};
+    CUresult r = reinterpret_cast<encode_tiled_fn>(fn)(
+        map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, (cuuint32_t)rank, const_cast<void *>(base), dims, strides, box,
+        elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+} // namespace
+
+bool prefill_wgmma_accepts(const void *in, const void *w) {
+    return ((uintptr_t)in & 15) == 0 && ((uintptr_t)w & 15) == 0; /* TMA: 16-byte aligned tensors */
+}
+
+cudaError_t launch_prefill_wgmma(bool gated, cudaStream_t s, const sm_moe_grouped_args *a, const void *in,
+                                 const void *w, const float *weight, void *out, int K, int N) {
+    const int active = a->n_assign < a->num_experts ? a->n_assign : a->num_experts;
+    const long m_tiles = ((long)a->n_assign + (long)active * (WG_BM - 1)) / WG_BM;
+    const int cols = gated ? WG_BN / 2 : WG_BN, n_tiles = (N + cols - 1) / cols;
+    const int w_rows = gated ? 2 * N : N;
+    CUtensorMap tm_a, tm_b;
+    const cuuint64_t a_dims[2] = {(cuuint64_t)K, (cuuint64_t)a->n_assign}, a_strides[1] = {(cuuint64_t)K * 2};
+    const cuuint64_t b_dims[3] = {(cuuint64_t)K, (cuuint64_t)w_rows, (cuuint64_t)a->num_experts};
+    const cuuint64_t b_strides[2] = {(cuuint64_t)K * 2, (cuuint64_t)w_rows * K * 2};
+    cudaError_t err = encode(&tm_a, 2, in, a_dims, a_strides, WG_BM);
+    if (err == cudaSuccess) err = encode(&tm_b, 3, w, b_dims, b_strides, gated ? WG_BN / 2 : WG_BN);
+    if (err != cudaSuccess) return err;
+    auto kernel = gated ? prefill_wgmma_kernel<true> : prefill_wgmma_kernel<false>;
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WG_SMEM);
+    if (err != cudaSuccess) return err;
+    kernel<<<(unsigned)(m_tiles * n_tiles), WG_THREADS, WG_SMEM, s>>>(tm_a, tm_b, weight, static_cast<__nv_bfloat16 *>(out),
+                                                                    a->expert_offsets, a->num_experts, K, N, n_tiles);
+    return cudaSuccess;
+}
+
+} // namespace sm_moe_mma
