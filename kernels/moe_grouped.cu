@@ -62,111 +62,100 @@ template <int T, bool GATED, int COLS>
 __global__ void __launch_bounds__(DEC_WARPS * 32)
     moe_decode_kernel(const __nv_bfloat16 *__restrict__ in, const __nv_bfloat16 *__restrict__ w,
                       const float *__restrict__ weight, __nv_bfloat16 *__restrict__ out,
-                      const int *__restrict__ offsets, int num_experts, int K, int N, int col_blocks, int items) {
+                      const int *__restrict__ offsets, int num_experts, int K, int N) {
     constexpr int NL = GATED ? 2 : COLS;   /* weight rows per warp */
     constexpr int U = 4;                   /* 16-byte vectors per lane and row in one pass */
     sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
     sm_pdl_wait();
     __shared__ tile_pos pos;
     extern __shared__ uint4 tok[]; /* [T][K/8] */
-    const int K8 = K / 8, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (threadIdx.x < 32) {
+        if (threadIdx.x == 0) pos.expert = -1;
+        __syncwarp();
+        find_tile(offsets, num_experts, blockIdx.y, INT_MAX, &pos);
+    }
+    __syncthreads();
+    const int e = pos.expert;
+    if (e < 0) return; /* fewer active experts than slots */
+    const int row0 = pos.row0, rows = pos.rows, K8 = K / 8;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int col0 = (blockIdx.x * DEC_WARPS + warp) * (GATED ? 1 : COLS);
     const size_t w_rows = GATED ? 2 * (size_t)N : (size_t)N;
-    /* Items (slot, column block) in slot-major order; this CTA takes a contiguous run of them, so
-     * it looks up at most a couple of experts and goes straight on to the next item's loads. */
-    const int per = (items + gridDim.x - 1) / gridDim.x, item0 = blockIdx.x * per, item1 = min(items, item0 + per);
-    int slot = -1; /* the slot `pos` describes */
-    for (int item = item0; item < item1; item++) {
-        if (item / col_blocks != slot) {
-            slot = item / col_blocks;
-            __syncthreads(); /* every warp is done with the previous pos */
-            if (threadIdx.x < 32) {
-                if (threadIdx.x == 0) pos.expert = -1;
-                __syncwarp();
-                find_tile(offsets, num_experts, slot, INT_MAX, &pos);
-            }
-            __syncthreads();
-        }
-        const int e = pos.expert;
-        if (e < 0) break; /* fewer active experts than slots: the later slots are empty too */
-        const int row0 = pos.row0, rows = pos.rows;
-        const int col0 = ((item % col_blocks) * DEC_WARPS + warp) * (GATED ? 1 : COLS);
-        const uint4 *wl[NL];
-        bool live[NL];
+    const uint4 *wl[NL];
+    bool live[NL];
 #pragma unroll
-        for (int j = 0; j < NL; j++) {
-            const int wrow = GATED ? j * N + col0 : col0 + j;
-            live[j] = (GATED ? col0 : col0 + j) < N;
-            wl[j] = reinterpret_cast<const uint4 *>(w + ((size_t)e * w_rows + (live[j] ? wrow : 0)) * K);
-        }
+    for (int j = 0; j < NL; j++) {
+        const int wrow = GATED ? j * N + col0 : col0 + j;
+        live[j] = (GATED ? col0 : col0 + j) < N;
+        wl[j] = reinterpret_cast<const uint4 *>(w + ((size_t)e * w_rows + (live[j] ? wrow : 0)) * K);
+    }
 
-        uint4 v[NL][U];
-        /* All of a pass's loads first: bytes in flight. The first pass is requested before the
-         * token tile is copied, so the two latencies overlap instead of adding up. */
-        auto load_pass = [&](int c0) {
+    uint4 v[NL][U];
+    /* All of a pass's loads first: bytes in flight. The first pass is requested before the
+     * token tile is copied, so the two latencies overlap instead of adding up. */
+    auto load_pass = [&](int c0) {
 #pragma unroll
-            for (int u = 0; u < U; u++) {
-                const int c = c0 + u * 32 + lane;
+        for (int u = 0; u < U; u++) {
+            const int c = c0 + u * 32 + lane;
 #pragma unroll
-                for (int j = 0; j < NL; j++)
-                    v[j][u] = live[j] && c < K8 ? sm_load_stream(wl[j] + c) : make_uint4(0, 0, 0, 0);
-            }
-        };
-        bool first_pass_loaded = col0 < N;
-        if (first_pass_loaded) load_pass(0);
-        for (int t0 = 0; t0 < rows; t0 += T) {
-            const int nt = min(T, rows - t0);
-            const uint4 *src = reinterpret_cast<const uint4 *>(in + (size_t)(row0 + t0) * K);
-            for (int i = threadIdx.x; i < nt * K8; i += blockDim.x) tok[i] = src[i];
-            __syncthreads();
-            if (col0 < N) {
-                float acc[NL][T];
-#pragma unroll
-                for (int j = 0; j < NL; j++)
-#pragma unroll
-                    for (int t = 0; t < T; t++) acc[j][t] = 0.0f;
-                for (int c0 = 0; c0 < K8; c0 += 32 * U) {
-                    if (!first_pass_loaded) load_pass(c0);
-                    first_pass_loaded = false;
-#pragma unroll
-                    for (int u = 0; u < U; u++) {
-                        const int c = c0 + u * 32 + lane;
-                        if (c >= K8) break;
-                        float f[NL][8];
-#pragma unroll
-                        for (int j = 0; j < NL; j++) sm_unpack8(v[j][u], f[j]);
-#pragma unroll
-                        for (int t = 0; t < T; t++) {
-                            if (t < nt) {
-                                float fx[8];
-                                sm_unpack8(tok[t * K8 + c], fx);
-#pragma unroll
-                                for (int j = 0; j < NL; j++)
-#pragma unroll
-                                    for (int i = 0; i < 8; i++) acc[j][t] = fmaf(f[j][i], fx[i], acc[j][t]);
-                            }
-                        }
-                    }
-                }
-#pragma unroll
-                for (int t = 0; t < T; t++) {
-                    if (t < nt) { /* nt is uniform in the warp, so the shuffles are too */
-                        const int r = row0 + t0 + t;
-                        if (GATED) {
-                            const float a = sm_warp_sum(acc[0][t]), b = sm_warp_sum(acc[NL - 1][t]);
-                            if (lane == t % 32) out[(size_t)r * N + col0] = __float2bfloat16_rn(sm_silu(a) * b);
-                        } else {
-#pragma unroll
-                            for (int j = 0; j < NL; j++) {
-                                const float a = sm_warp_sum(acc[j][t]);
-                                if (lane == (t * NL + j) % 32 && live[j])
-                                    out[(size_t)r * N + col0 + j] = __float2bfloat16_rn(a * weight[r]);
-                            }
-                        }
-                    }
-                }
-            }
-            __syncthreads(); /* the tile is reused for the next tokens or item */
+            for (int j = 0; j < NL; j++) v[j][u] = live[j] && c < K8 ? sm_load_stream(wl[j] + c) : make_uint4(0, 0, 0, 0);
         }
+    };
+    bool first_pass_loaded = col0 < N;
+    if (first_pass_loaded) load_pass(0);
+    for (int t0 = 0; t0 < rows; t0 += T) {
+        const int nt = min(T, rows - t0);
+        const uint4 *src = reinterpret_cast<const uint4 *>(in + (size_t)(row0 + t0) * K);
+        for (int i = threadIdx.x; i < nt * K8; i += blockDim.x) tok[i] = src[i];
+        __syncthreads();
+        if (col0 < N) {
+            float acc[NL][T];
+#pragma unroll
+            for (int j = 0; j < NL; j++)
+#pragma unroll
+                for (int t = 0; t < T; t++) acc[j][t] = 0.0f;
+            for (int c0 = 0; c0 < K8; c0 += 32 * U) {
+                if (!first_pass_loaded) load_pass(c0);
+                first_pass_loaded = false;
+#pragma unroll
+                for (int u = 0; u < U; u++) {
+                    const int c = c0 + u * 32 + lane;
+                    if (c >= K8) break;
+                    float f[NL][8];
+#pragma unroll
+                    for (int j = 0; j < NL; j++) sm_unpack8(v[j][u], f[j]);
+#pragma unroll
+                    for (int t = 0; t < T; t++) {
+                        if (t < nt) {
+                            float fx[8];
+                            sm_unpack8(tok[t * K8 + c], fx);
+#pragma unroll
+                            for (int j = 0; j < NL; j++)
+#pragma unroll
+                                for (int i = 0; i < 8; i++) acc[j][t] = fmaf(f[j][i], fx[i], acc[j][t]);
+                        }
+                    }
+                }
+            }
+#pragma unroll
+            for (int t = 0; t < T; t++) {
+                if (t < nt) { /* nt is uniform in the warp, so the shuffles are too */
+                    const int r = row0 + t0 + t;
+                    if (GATED) {
+                        const float a = sm_warp_sum(acc[0][t]), b = sm_warp_sum(acc[NL - 1][t]);
+                        if (lane == t % 32) out[(size_t)r * N + col0] = __float2bfloat16_rn(sm_silu(a) * b);
+                    } else {
+#pragma unroll
+                        for (int j = 0; j < NL; j++) {
+                            const float a = sm_warp_sum(acc[j][t]);
+                            if (lane == (t * NL + j) % 32 && live[j])
+                                out[(size_t)r * N + col0 + j] = __float2bfloat16_rn(a * weight[r]);
+                        }
+                    }
+                }
+            }
+        }
+        __syncthreads(); /* the tile is reused for the next tokens */
     }
 }
 
@@ -339,7 +328,9 @@ int decode_tile(const sm_moe_grouped_args *a, int K) {
  * - from one token per expert up to DECODE_MMA_AUTO_MAX: decode-mma, which reads each weight
  *   once for all of an expert's tokens (Mixtral 4-64 tokens: 656-1100 us against 938-1658 us;
  *   Qwen3 16-64 tokens: 344-465 us against 401-603 us);
- * - beyond: the tensor-core prefill tiles (prefill-mma where the shape allows). */
+ * - beyond: the tensor-core prefill tiles — prefill-wgmma when allowed (H200, 4096 tokens: Qwen3
+ *   427 TFLOP/s against prefill-mma's 194, Mixtral 527 against 222), else prefill-mma where the
+ *   shape allows. */
 constexpr int DECODE_MMA_AUTO_MAX = 16;
 
 /* K: reduction length, N: output columns of the projection. */
@@ -372,20 +363,10 @@ cudaError_t launch_decode_c(cudaStream_t s, const sm_moe_grouped_args *a, const 
         if (e != cudaSuccess) return e;
     }
     const int slots = a->n_assign < a->num_experts ? a->n_assign : a->num_experts;
-    const int col_blocks = (N + DEC_WARPS * COLS - 1) / (DEC_WARPS * COLS), items = col_blocks * slots;
-    /* One wave of CTAs that loop over the items: with a CTA per item, the grid did not fit the
-     * machine at once (Qwen3-30B, 1 token: 768 gate_up CTAs for 528 places, 512 down CTAs for 264)
-     * and the second wave started only as CTAs of the first drained. */
-    int dev = 0, sms = 0, per_sm = 0;
-    cudaError_t e = cudaGetDevice(&dev);
-    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, DEC_WARPS * 32, smem);
-    if (e != cudaSuccess) return e;
-    const long wave = (long)sms * (per_sm > 0 ? per_sm : 1);
-    const unsigned grid = (unsigned)(items < wave ? items : wave);
+    dim3 grid((unsigned)((N + DEC_WARPS * COLS - 1) / (DEC_WARPS * COLS)), (unsigned)slots);
     sm_launch_pdl(kernel, grid, DEC_WARPS * 32, smem, s, static_cast<const __nv_bfloat16 *>(in),
                   static_cast<const __nv_bfloat16 *>(w), weight, static_cast<__nv_bfloat16 *>(out), a->expert_offsets,
-                  a->num_experts, K, N, col_blocks, items);
+                  a->num_experts, K, N);
     return cudaSuccess;
 }
 
