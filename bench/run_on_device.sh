@@ -12,6 +12,8 @@
 #   decode   specmoe bench decode (Qwen3-30B-A3B shape, 48 layers, random weights), graphs and eager
 #   ab       decode A/B in one call: specmoe under each of AB_ENVS (e.g. "- SPECMOE_MOE_DECODE=simt"),
 #            and BASE_BIN (another build's specmoe, e.g. the previous commit's) when given; AB_BATCHES
+#   prefill  bench decode after PREFILL_TOKENS-token prompts (default 4096): its prefill line, with
+#            the default MoE prefill kernel and with SPECMOE_MOE_PREFILL=mma
 #   profile  Nsight Compute kernel durations of one eager batch-1 step of a PROFILE_LAYERS-layer cut
 #   layer    specmoe bench moe-layer, both presets
 #   peers    bench/peer_grouped_mm.py on the same points
@@ -110,6 +112,14 @@ if has ab; then # same-call A/B of decode: AB_ENVS (settings for specmoe, "-" fo
     [ "$setting" != - ] && envs=("$setting")
     run "decode_ab_${setting//[^A-Za-z0-9]/_}" 90 env "${envs[@]}" "$BUILD/specmoe" bench decode \
       --preset qwen3-30b-a3b --batch "$ab_batches" --steps 20 || status=1
+  done
+fi
+if has prefill; then # end-to-end prefill of one long prompt, MoE prefill kernels compared (wgmma, mma.sync)
+  for setting in - SPECMOE_MOE_PREFILL=mma; do
+    envs=()
+    [ "$setting" != - ] && envs=("$setting")
+    run "decode_prefill_${setting//[^A-Za-z0-9]/_}" 120 env "${envs[@]}" "$BUILD/specmoe" bench decode \
+      --preset qwen3-30b-a3b --prompt "${PREFILL_TOKENS:-4096}" --batch 1,2,4 --steps 5 || status=1
   done
 fi
 if has profile; then

@@ -59,6 +59,19 @@ sm_status sm_cuda_attention(cudaStream_t stream, const float *q, int q_stride, c
                             int heads, int kv_heads, int head_dim, int max_context, float scale, void *split_ws,
                             sm_attn_plan plan, sm_error *err);
 
+/* Prefill of one sequence: row r is position pos[0] + r of sequence seq[0], for every r (the
+ * caller checks: a prompt chunk). The same attention as sm_cuda_attention, causal through the
+ * positions, computed flash-attention style on tensor cores: 64 query rows of a head per block,
+ * K/V tiles of 64 positions through shared memory once for all of them, an online softmax; q and
+ * the softmax weights are rounded to BF16 for the MMAs (BF16 tolerance against the CPU twin,
+ * where sm_cuda_attention computes in fp32). head_dim 64 or 128 (sm_cuda_attention_prefill_fits);
+ * q rows 8-byte aligned. */
+bool sm_cuda_attention_prefill_fits(int rows, int heads, int kv_heads, int head_dim);
+sm_status sm_cuda_attention_prefill(cudaStream_t stream, const float *q, int q_stride, const sm_bf16_bits *k_cache,
+                                    const sm_bf16_bits *v_cache, const int *seq, const int *pos, sm_bf16_bits *out,
+                                    int rows, int heads, int kv_heads, int head_dim, int max_context, float scale,
+                                    sm_error *err);
+
 /* One decode row in one launch: what sm_cuda_qk_norm_rope_kv (fused_ops.h) followed by
  * sm_cuda_attention computes for rows == 1, bit for bit (output and both caches), except that q
  * and k are not written back into qkv (nothing reads them after attention). qkv: the row's fp32

@@ -12,7 +12,7 @@
  *   - A tile: 128 token rows x 64 k (16 KB), B tile: 128 weight rows x 64 k (16 KB), both stored
  *     by TMA with the 128-byte swizzle that wgmma's shared-memory descriptors expect.
  *   - STAGES stages in a ring. full[s]: the producer announces the bytes, TMA completes them;
- *     empty[s]: each consumer warpgroup arrives once it no longer reads stage s.
+ *     empty[s]: each consumer warp arrives once it no longer reads stage s.
  *   - Consumers issue 4 wgmma m64n128k16 per stage and keep one stage's group in flight
  *     (wgmma.wait_group 1) before releasing the stage before it.
  * Gated (gate_up): the B tile's rows 0-63 are gate rows n0.. and rows 64-127 the up rows of the
@@ -24,7 +24,11 @@
  * the expert's, k past K — so any K (multiple of 8: 16-byte row strides) and N work; rows of the
  * next expert inside an m-tile are computed and not stored, columns past N are not stored.
  * Tiles are enumerated on the GPU from the device expert offsets (find_tile) in the banded
- * raster of moe_prefill_mma.cu, so a launch depends only on n_assign (graph-capturable). */
+ * raster of moe_prefill_mma.cu, so a launch depends only on n_assign (graph-capturable).
+ *
+ * Tried and dropped (H200, 4096 tokens): persistent CTAs (two an SM, a scheduler warp finding the
+ * next tiles while the others work) gained 5% at 512 tokens on Qwen3 but lost 3% (Qwen3) and 13%
+ * (Mixtral) at 4096, where CTAs striding over the tiles no longer share the weights in L2. */
 #include "moe_mma.cuh"
 
 #include <cuda.h> /* CUtensorMap and its enums only: the encoder is reached through the runtime */
@@ -130,7 +134,7 @@ __global__ void __launch_bounds__(WG_THREADS, 2)
     if (threadIdx.x == WG_CONSUMERS) {
         for (int s = 0; s < STAGES; s++) {
             mbar_init(&full[s], 1);  /* the producer's expect_tx; TMA completes the bytes */
-            mbar_init(&empty[s], 2); /* one arrive per consumer warpgroup */
+            mbar_init(&empty[s], WG_CONSUMERS / 32); /* one arrive per consumer warp */
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
@@ -184,7 +188,12 @@ __global__ void __launch_bounds__(WG_THREADS, 2)
             wgmma_commit();
         }
         wgmma_wait<1>(); /* the previous stage's group is done: its tiles may be overwritten */
-        if (kt > 0 && (threadIdx.x & 127) == 0) mbar_arrive(&empty[(kt - 1) % STAGES]);
+        /* Every warp releases for itself: a warpgroup without rows issues no wgmma, so nothing keeps
+         * its warps together, and a stage released by a warp that ran ahead could be refilled twice
+         * before a lagging warp waits on it — which would then wait forever (an mbarrier tells
+         * phases apart by parity only). Seen as a hang with persistent CTAs. */
+        __syncwarp();
+        if (kt > 0 && (threadIdx.x & 31) == 0) mbar_arrive(&empty[(kt - 1) % STAGES]);
     }
     wgmma_wait<0>();
 

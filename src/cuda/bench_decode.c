@@ -176,20 +176,26 @@ sm_status sm_bench_decode(const sm_bench_decode_opts *o, sm_error *err) {
     fprintf(o->out, "%6s %10s %12s %10s %12s %10s\n", "batch", "ms/step", "tokens/s", "GB/step", "roofline ms", "of roofline");
     float *logits = NULL;
     sm_row *rows = NULL;
-    double *times = NULL;
+    double *times = NULL, *prefill = NULL;
+    int n_prefill = 0, total_seqs = 0;
+    for (int bi = 0; bi < o->n_batches; bi++) total_seqs += o->batches[bi];
     sm_status s = sm_alloc((void **)&logits, (size_t)(o->prompt > max_batch ? o->prompt : max_batch) * V * sizeof(float),
                            "bench logits", err);
     if (!s) s = sm_alloc((void **)&rows, (size_t)(o->prompt > max_batch ? o->prompt : max_batch) * sizeof *rows, "rows", err);
     if (!s) s = sm_alloc((void **)&times, (size_t)o->steps * sizeof *times, "times", err);
+    if (!s) s = sm_alloc((void **)&prefill, (size_t)total_seqs * sizeof *prefill, "prefill times", err);
     for (int bi = 0; bi < o->n_batches && !s; bi++) {
         int B = o->batches[bi];
-        /* fresh sequences: prefill each, then decode B rows per step */
+        /* fresh sequences: prefill each (timed: the forward returns the last row's logits to the
+         * host, so it has finished), then decode B rows per step */
         for (int q = 0; q < B && !s; q++) {
             s = sm_model_truncate(m, q, 0, err);
             for (int i = 0; i < o->prompt && !s; i++)
                 rows[i] = (sm_row){.seq = q, .token = prompt_token(i, q, V),
                                    .pos = i, .want_logits = i == o->prompt - 1};
+            double t0 = now_s();
             if (!s) s = sm_model_forward(m, rows, o->prompt, NULL, logits, err);
+            if (!s) prefill[n_prefill++] = now_s() - t0;
         }
         for (int step = 0; step < o->warmup + o->steps && !s; step++) {
             for (int q = 0; q < B; q++)
@@ -205,9 +211,16 @@ sm_status sm_bench_decode(const sm_bench_decode_opts *o, sm_error *err) {
         fprintf(o->out, "%6d %10.3f %12.1f %10.2f %12.3f %9.0f%%\n", B, med * 1e3, B / med, bytes / 1e9, roof * 1e3,
                 100.0 * roof / med);
     }
+    if (!s && n_prefill > 1) { /* the first prefill also pays lazy setup (GEMM plans, kernel attributes) */
+        qsort(prefill + 1, (size_t)(n_prefill - 1), sizeof *prefill, cmp_double);
+        const double med = prefill[1 + (n_prefill - 1) / 2];
+        fprintf(o->out, "# prefill of %d tokens (one sequence): median %.3f ms over %d sequences, %.0f tokens/s\n",
+                o->prompt, med * 1e3, n_prefill - 1, o->prompt / med);
+    }
     free(logits);
     free(rows);
     free(times);
+    free(prefill);
     if (!s && o->drafter) s = bench_spec(o, m, max_batch, err);
     sm_model_free(m);
     return s;

@@ -34,11 +34,15 @@
 #include "silu_mul.h"
 
 #define GRAPH_MAX_ROWS 64
+/* From this many rows of one sequence at consecutive positions (a prompt chunk), attention runs
+ * the prefill kernel: 64 query rows share each K/V tile there. */
+#define PROMPT_RUN_MIN_ROWS 16
 #define GRAPH_SLOTS 64
 
 typedef struct step_graph {
     int n_rows, n_logits;
     sm_attn_plan attn;        /* the attention's block layout (attention.h) */
+    bool prompt_run;          /* the prefill attention kernel (step.prompt_run) */
     bool observed;            /* the step logs routing for a route observer */
     int seen;                 /* eager runs of this shape so far: capture on the second */
     bool failed;              /* capture did not work for this shape: stay eager */
@@ -228,6 +232,7 @@ static const char *dev_dir(const sm_model_dev *m) { return m->w->dir; }
 typedef struct step {
     int n, n_logits, top_k;
     sm_attn_plan attn; /* sm_cuda_attention_plan for the step's rows and longest context */
+    bool prompt_run;   /* rows are consecutive positions of one sequence: the prefill attention kernel */
     const bool *skip;
     const sm_route_observer *observer;
     bool h_ready; /* m->h already holds the next layer's attention input (fused into the MoE combine) */
@@ -353,8 +358,12 @@ static sm_status attention(sm_model_dev *m, int l, step *st, sm_error *err) {
             SM_TRY(sm_cuda_rope_f32(s, k, stride, pos, n, kvh, hd, c->rope_theta, err));
             SM_TRY(sm_cuda_kv_write(s, k, v, stride, m->k_cache[l], m->v_cache[l], seq, pos, n, kvd, m->max_context, err));
         }
-        SM_TRY(sm_cuda_attention(s, q, stride, m->k_cache[l], m->v_cache[l], seq, pos, m->attn, n, heads, kvh, hd,
-                                 m->max_context, scale, m->attn_split, st->attn, err));
+        if (st->prompt_run && sm_cuda_attention_prefill_fits(n, heads, kvh, hd))
+            SM_TRY(sm_cuda_attention_prefill(s, q, stride, m->k_cache[l], m->v_cache[l], seq, pos, m->attn, n, heads, kvh,
+                                             hd, m->max_context, scale, err));
+        else
+            SM_TRY(sm_cuda_attention(s, q, stride, m->k_cache[l], m->v_cache[l], seq, pos, m->attn, n, heads, kvh, hd,
+                                     m->max_context, scale, m->attn_split, st->attn, err));
     }
     return proj(m, m->attn, L->o, m->x, true, 1.0f, n, H, qd, err);
 }
@@ -389,11 +398,11 @@ static step_graph *graph_slot(sm_model_dev *m, const step *st) {
     for (int i = 0; i < m->n_graphs; i++)
         if (m->graphs[i].n_rows == st->n && m->graphs[i].n_logits == st->n_logits &&
             m->graphs[i].attn.splits == st->attn.splits && m->graphs[i].attn.grouped == st->attn.grouped &&
-            m->graphs[i].observed == !!st->observer)
+            m->graphs[i].prompt_run == st->prompt_run && m->graphs[i].observed == !!st->observer)
             return &m->graphs[i];
     if (m->n_graphs == GRAPH_SLOTS) return NULL;
     step_graph *g = &m->graphs[m->n_graphs++];
-    *g = (step_graph){.n_rows = st->n, .n_logits = st->n_logits, .attn = st->attn,
+    *g = (step_graph){.n_rows = st->n, .n_logits = st->n_logits, .attn = st->attn, .prompt_run = st->prompt_run,
                       .observed = st->observer != NULL};
     return g;
 }
@@ -579,6 +588,7 @@ static sm_status dev_forward(sm_model_dev *m, const sm_row *rows, int n_rows, co
         int *tokens = m->h_rows, *seqs = tokens + SM_CUDA_CHUNK_ROWS, *pos = seqs + SM_CUDA_CHUNK_ROWS;
         int *logit_rows = pos + SM_CUDA_CHUNK_ROWS;
         int max_len = 0;
+        bool prompt_run = n >= PROMPT_RUN_MIN_ROWS;
         for (int r = 0; r < n; r++) {
             const sm_row *row = &rows[start + r];
             tokens[r] = row->token;
@@ -586,9 +596,11 @@ static sm_status dev_forward(sm_model_dev *m, const sm_row *rows, int n_rows, co
             pos[r] = row->pos;
             if (row->want_logits) logit_rows[n_logits++] = r;
             if (row->pos + 1 > max_len) max_len = row->pos + 1;
+            if (row->seq != rows[start].seq || row->pos != rows[start].pos + r) prompt_run = false;
         }
         step st = {.n = n, .n_logits = n_logits, .top_k = top_k, .skip = fo ? fo->skip_layer : NULL, .observer = observer,
-                   .attn = sm_cuda_attention_plan(n, c->num_heads, c->num_kv_heads, c->head_dim, max_len, m->sm_count)};
+                   .attn = sm_cuda_attention_plan(n, c->num_heads, c->num_kv_heads, c->head_dim, max_len, m->sm_count),
+                   .prompt_run = prompt_run};
         SM_TRY(sm_cuda_check(cudaMemcpyAsync(m->d_rows, m->h_rows, 4 * SM_CUDA_CHUNK_ROWS * sizeof(int),
                                              cudaMemcpyHostToDevice, m->stream), err, "GPU model: copying the row table"));
         if (observer) SM_TRY(route_log_reserve(m, err));

@@ -192,6 +192,44 @@ static void test_moe_grouped(void) {
     cudaFree(d_any);
 }
 
+/* prefill-wgmma at more tiles than the GPU holds at once (two CTAs an SM), with skewed routing
+ * (short last m-tiles, whose second warpgroup has no rows): the shapes above stay under one wave. */
+static void test_moe_wgmma_many_tiles(void) {
+    const int H = 128, F = 512, E = 3, n = 6000;
+    uint64_t seed = 0xabcdef;
+    float *wgu = gpu_test_random_bf16((size_t)E * 2 * F * H, 1.0f / sqrtf((float)H), &seed);
+    float *wd = gpu_test_random_bf16((size_t)E * H * F, 1.0f / sqrtf((float)F), &seed);
+    void *d_wgu = gpu_test_upload_bf16(wgu, E * 2 * F, H, H), *d_wd = gpu_test_upload_bf16(wd, E * H, F, F);
+    int *off = malloc(sizeof(int) * (size_t)(E + 1));
+    make_offsets(ROUTE_SKEWED, n, E, &seed, off);
+    float *x = gpu_test_random_bf16((size_t)n * H, 2.0f, &seed);
+    float *weight = malloc(sizeof(float) * (size_t)n);
+    for (int a = 0; a < n; a++) weight[a] = 0.5f + 0.5f * gpu_test_uniform(&seed);
+    float *act_ref = malloc(sizeof(float) * (size_t)n * F), *act = malloc(sizeof(float) * (size_t)n * F);
+    float *y_ref = malloc(sizeof(float) * (size_t)n * H), *y = malloc(sizeof(float) * (size_t)n * H);
+    twin_gate_up(x, wgu, off, E, H, F, act_ref);
+    void *d_x = gpu_test_upload_bf16(x, n, H, H), *d_off = gpu_test_upload(off, sizeof(int) * (size_t)(E + 1));
+    void *d_w = gpu_test_upload(weight, sizeof(float) * (size_t)n);
+    void *d_act = gpu_test_malloc((size_t)n * F * 2), *d_y = gpu_test_malloc((size_t)n * H * 2);
+    gpu_test_poison(d_act, (size_t)n * F * 2);
+    gpu_test_poison(d_y, (size_t)n * H * 2);
+    sm_moe_grouped_args args = {.num_experts = E, .hidden = H, .ffn = F, .n_assign = n, .expert_offsets = d_off,
+                                .regime = SM_MOE_REGIME_PREFILL_WGMMA};
+    sm_error err = {0};
+    CHECK_OK(sm_cuda_moe_gate_up(0, &args, d_x, d_wgu, d_act, &err), &err);
+    gpu_test_cuda(cudaDeviceSynchronize(), "moe_gate_up (prefill-wgmma, many tiles)");
+    gpu_test_download_bf16(act, d_act, n, F, F);
+    twin_down(act, wd, weight, off, E, H, F, y_ref);
+    CHECK_OK(sm_cuda_moe_down(0, &args, d_act, d_wd, d_w, d_y, &err), &err);
+    gpu_test_cuda(cudaDeviceSynchronize(), "moe_down (prefill-wgmma, many tiles)");
+    gpu_test_download_bf16(y, d_y, n, H, H);
+    double e_act = test_rel_l2(act, act_ref, (size_t)n * F), e_y = test_rel_l2(y, y_ref, (size_t)n * H);
+    CHECK(e_act < BF16_TOL, "prefill-wgmma gate_up, %d tokens over %d experts: rel err %.3g", n, E, e_act);
+    CHECK(e_y < BF16_TOL, "prefill-wgmma down, %d tokens over %d experts: rel err %.3g", n, E, e_y);
+    cudaFree(d_x); cudaFree(d_off); cudaFree(d_w); cudaFree(d_act); cudaFree(d_y); cudaFree(d_wgu); cudaFree(d_wd);
+    free(off); free(x); free(weight); free(act_ref); free(act); free(y_ref); free(y); free(wgu); free(wd);
+}
+
 /* ---- silu_mul ------------------------------------------------------------------------------- */
 
 static void test_silu_mul(void) {
@@ -304,6 +342,7 @@ int main(void) {
     test_moe_regime_pick(); /* host only: runs (and can fail) before the GPU check */
     gpu_test_require_device("test_gpu_kernels");
     test_moe_grouped();
+    test_moe_wgmma_many_tiles();
     test_silu_mul();
     test_rmsnorm();
     test_router_topk();

@@ -127,6 +127,63 @@ static void twin_attention(const float *q, int q_stride, const float *kc, const 
     free(sc);
 }
 
+/* sm_cuda_attention_prefill against the twin: one sequence (index 1 of 2) whose rows continue
+ * p0 cached positions, several 64-row tiles with a short last one, positions crossing 64-position
+ * tiles mid-tile (p0 = 37), and a prompt from position 0 of exactly one tile. */
+static void test_attention_prefill(void) {
+    uint64_t seed = 41;
+    const int shapes[][3] = {{4, 2, 64}, {8, 8, 128}, {32, 4, 128}}; /* heads, kv_heads, hd */
+    const int runs[][2] = {{37, 150}, {0, 64}};                      /* first position, rows */
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (size_t ri = 0; ri < sizeof runs / sizeof runs[0]; ri++) {
+            int heads = shapes[si][0], kvh = shapes[si][1], hd = shapes[si][2], qd = heads * hd, kvd = kvh * hd;
+            int stride = qd + 2 * kvd, ctx = 256, p0 = runs[ri][0], rows = runs[ri][1];
+            size_t cache_n = (size_t)2 * ctx * kvd;
+            float *kc = gpu_test_random_bf16(cache_n, 2.0f, &seed), *vc = gpu_test_random_bf16(cache_n, 1.0f, &seed);
+            float *qkv = gpu_test_random_bf16((size_t)rows * stride, 1.0f, &seed);
+            int *seq = malloc(sizeof(int) * (size_t)rows), *pos = malloc(sizeof(int) * (size_t)rows);
+            for (int r = 0; r < rows; r++) { seq[r] = 1; pos[r] = p0 + r; }
+            sm_error err = {0};
+            void *d_kc = gpu_test_upload_bf16(kc, 1, (int)cache_n, (int)cache_n);
+            void *d_vc = gpu_test_upload_bf16(vc, 1, (int)cache_n, (int)cache_n);
+            float *d_qkv = gpu_test_upload(qkv, (size_t)rows * stride * 4);
+            int *d_seq = gpu_test_upload(seq, sizeof(int) * (size_t)rows), *d_pos = gpu_test_upload(pos, sizeof(int) * (size_t)rows);
+            void *d_out = gpu_test_malloc((size_t)rows * qd * 2);
+            gpu_test_poison(d_out, (size_t)rows * qd * 2);
+            CHECK(sm_cuda_attention_prefill_fits(rows, heads, kvh, hd), "prefill attention must take hd %d", hd);
+            CHECK_OK(sm_cuda_kv_write(0, d_qkv + qd, d_qkv + qd + kvd, stride, d_kc, d_vc, d_seq, d_pos, rows, kvd, ctx, &err),
+                     &err);
+            CHECK_OK(sm_cuda_attention_prefill(0, d_qkv, stride, d_kc, d_vc, d_seq, d_pos, d_out, rows, heads, kvh, hd, ctx,
+                                               1.0f / sqrtf((float)hd), &err), &err);
+            sync_ok("attention_prefill");
+            for (int r = 0; r < rows; r++)
+                for (int c = 0; c < kvd; c++) {
+                    size_t at = ((size_t)seq[r] * ctx + pos[r]) * kvd + c;
+                    kc[at] = sm_bf16_to_f32(sm_f32_to_bf16(qkv[(size_t)r * stride + qd + c]));
+                    vc[at] = sm_bf16_to_f32(sm_f32_to_bf16(qkv[(size_t)r * stride + qd + kvd + c]));
+                }
+            float *ref = malloc((size_t)rows * qd * 4), *got = malloc((size_t)rows * qd * 4);
+            twin_attention(qkv, stride, kc, vc, seq, pos, ref, rows, heads, kvh, hd, ctx);
+            gpu_test_download_bf16(got, d_out, rows, qd, qd);
+            double e = test_rel_l2(got, ref, (size_t)rows * qd), worst_row = 0;
+            for (int r = 0; r < rows; r++) {
+                double er = test_rel_l2(got + (size_t)r * qd, ref + (size_t)r * qd, (size_t)qd);
+                if (er > worst_row) worst_row = er;
+            }
+            CHECK(e < BF16_TOL && worst_row < BF16_TOL && gpu_test_all_finite(got, (size_t)rows * qd),
+                  "prefill attention heads %d/%d hd %d, positions %d..%d: rel L2 %.3g, worst row %.3g", heads, kvh, hd, p0,
+                  p0 + rows - 1, e, worst_row);
+            printf("prefill attention heads %2d/%d hd %3d, positions %3d..%3d: rel L2 %.2e, worst row %.2e\n", heads, kvh,
+                   hd, p0, p0 + rows - 1, e, worst_row);
+            free(kc); free(vc); free(qkv); free(seq); free(pos); free(ref); free(got);
+            cudaFree(d_kc); cudaFree(d_vc); cudaFree(d_qkv); cudaFree(d_seq); cudaFree(d_pos); cudaFree(d_out);
+        }
+    sm_error err = {0};
+    CHECK(!sm_cuda_attention_prefill_fits(64, 8, 2, 32), "prefill attention must refuse head_dim 32");
+    CHECK(sm_cuda_attention_prefill(0, NULL, 0, NULL, NULL, NULL, NULL, NULL, 64, 8, 2, 32, 64, 1.0f, &err) == SM_EINVAL &&
+              strstr(err.msg, "head_dim"), "prefill attention with head_dim 32: %s", err.msg);
+}
+
 static bool plan_is(int rows, int heads, int kvh, int hd, int max_len, int splits, bool grouped) {
     sm_attn_plan p = sm_cuda_attention_plan(rows, heads, kvh, hd, max_len, 132);
     if (p.splits == splits && p.grouped == grouped) return true;
@@ -325,6 +382,7 @@ int main(void) {
     test_embed_norm();
     test_qk_norm_rope();
     test_attention();
+    test_attention_prefill();
     test_moe_permute();
     test_gate_bias_argmax();
     TEST_MAIN_END
