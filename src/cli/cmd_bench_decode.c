@@ -51,7 +51,7 @@ int sm_cmd_bench_decode(int argc, char **argv) {
     const char *drafter = NULL, *draft_dir = NULL, *draft_runner = NULL;
     int k = 4, top_k = 0;
     double temperature = 0, top_p = 1;
-    int seed = 0, prompt = 32, steps = 20, warmup = 3, layers = 0;
+    int seed = 0, prompt = 32, steps = 20, warmup = 3, layers = 0, chunk = 0;
     bool eager = false;
     sm_arg args[] = {
         {"preset", SM_ARG_STRING, &preset, "qwen3-30b-a3b (full 48 layers, random weights)"},
@@ -65,6 +65,7 @@ int sm_cmd_bench_decode(int argc, char **argv) {
         {"warmup", SM_ARG_INT, &warmup, "untimed steps first (default 3)"},
         {"moe-runner-backend", SM_ARG_STRING, &runner, "MoE runner backend: cuda (auto) or cublaslt"},
         {"eager", SM_ARG_FLAG, &eager, "no CUDA graphs"},
+        {"chunked-prefill-size", SM_ARG_INT, &chunk, "rows per forward pass; longer prompts run in pieces (default 512)"},
         {"speculative-algorithm", SM_ARG_STRING, &drafter, "also decode speculatively: model | ngram | self (first half of the layers)"},
         {"speculative-draft-model-path", SM_ARG_STRING, &draft_dir, "draft checkpoint for --speculative-algorithm model"},
         {"num-speculative-tokens", SM_ARG_INT, &k, "k, drafts per step (default 4)"},
@@ -85,9 +86,9 @@ int sm_cmd_bench_decode(int argc, char **argv) {
     }
     int *batches = NULL, n_batches = 0;
     if (parse_list(batches_text, &batches, &n_batches) || prompt < 1 || steps < 1 || warmup < 0 || layers < 0 ||
-        (layers && !preset)) {
+        (layers && !preset) || chunk < 0) {
         fprintf(stderr, "specmoe bench decode: need --batch like 1,2,4 (1..512), --prompt >= 1, --steps >= 1, --warmup >= 0,"
-                        " --layers >= 1 only with --preset\n");
+                        " --layers >= 1 only with --preset, --chunked-prefill-size >= 1\n");
         return 2;
     }
     if (drafter && strcmp(drafter, "model") && strcmp(drafter, "ngram") && strcmp(drafter, "self")) {
@@ -137,6 +138,7 @@ int sm_cmd_bench_decode(int argc, char **argv) {
                               .random_weights = preset ? !weights || !strcmp(weights, "random") : weights && !strcmp(weights, "random"),
                               .seed = (uint64_t)seed, .runner = runner, .batches = batches, .n_batches = n_batches,
                               .prompt = prompt, .steps = steps, .warmup = warmup, .eager = eager,
+                              .chunked_prefill_size = chunk,
                               .drafter = drafter, .num_speculative_tokens = k, .draft_dir = draft_dir,
                               .draft_runner = draft_runner, .temperature = (float)temperature, .top_p = (float)top_p,
                               .top_k = top_k, .out = stdout};

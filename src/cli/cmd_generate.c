@@ -43,7 +43,7 @@ typedef struct gen_opts {
     const char *model_dir, *prompt, *prompt_ids, *runner, *draft_dir, *drafter, *draft_runner, *dtype, *draft_dtype;
     const char *device, *weights;
     const char *self_layers, *self_skip_layers;
-    int max_new, seed, threads, top_k, k, self_top_k, ngram_min, ngram_max;
+    int max_new, seed, threads, top_k, k, self_top_k, ngram_min, ngram_max, chunk;
     double temperature, top_p;
     bool print_ids, ignore_eos, json, eager;
 } gen_opts;
@@ -129,6 +129,7 @@ int sm_cmd_generate(int argc, char **argv) {
         {"device", SM_ARG_STRING, &o.device, "cpu | cuda: where target and draft run (default cpu)"},
         {"weights", SM_ARG_STRING, &o.weights, "checkpoint | random (random: only config.json is read; needs --device cuda)"},
         {"eager", SM_ARG_FLAG, &o.eager, "with --device cuda: no CUDA graphs (every step launched kernel by kernel)"},
+        {"chunked-prefill-size", SM_ARG_INT, &o.chunk, "with --device cuda: rows per forward pass of the target (default 512)"},
         {"moe-runner-backend", SM_ARG_STRING, &o.runner, "MoE runner backend (default auto)"},
         {"dtype", SM_ARG_STRING, &o.dtype, "expert weight dtype: auto | f32 | bf16 | ... as the runner takes (default auto)"},
         {"threads", SM_ARG_INT, &o.threads, "CPU threads (default: all cores)"},
@@ -156,8 +157,9 @@ int sm_cmd_generate(int argc, char **argv) {
         fprintf(stderr, "specmoe generate: need --model and exactly one of --prompt / --prompt-ids\n");
         return 2;
     }
-    if (o.max_new < 1 || o.temperature < 0 || o.top_p <= 0 || o.top_p > 1 || o.top_k < 0) {
-        fprintf(stderr, "specmoe generate: need --max-new-tokens >= 1, --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0\n");
+    if (o.max_new < 1 || o.temperature < 0 || o.top_p <= 0 || o.top_p > 1 || o.top_k < 0 || o.chunk < 0) {
+        fprintf(stderr, "specmoe generate: need --max-new-tokens >= 1, --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0, "
+                        "--chunked-prefill-size >= 1\n");
         return 2;
     }
     if ((rc = check_spec_usage(&o))) return rc;
@@ -179,7 +181,7 @@ int sm_cmd_generate(int argc, char **argv) {
     bool random_weights = o.weights && !strcmp(o.weights, "random");
     sm_model_opts opts = {.moe_runner_backend = o.runner, .n_threads = o.threads, .max_seqs = 1, .dtype = o.dtype,
                           .device = o.device, .random_weights = random_weights, .seed = (uint64_t)o.seed,
-                          .eager = o.eager};
+                          .eager = o.eager, .chunked_prefill_size = o.chunk};
     if (sm_model_load(o.model_dir, &opts, &m, &err)) { rc = fail("generate", &err); goto done; }
     const sm_model_config *cfg = sm_model_cfg(m);
     const sm_tokenizer *tok = sm_model_tokenizer(m);

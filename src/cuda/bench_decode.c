@@ -159,7 +159,7 @@ sm_status sm_bench_decode(const sm_bench_decode_opts *o, sm_error *err) {
     int context = o->prompt + (o->warmup + o->steps + 2) * (k + 1) + 8;
     sm_model_opts mo = {.device = "cuda", .random_weights = o->random_weights, .seed = o->seed,
                         .moe_runner_backend = o->runner, .max_seqs = max_batch, .max_context = context,
-                        .eager = o->eager};
+                        .eager = o->eager, .chunked_prefill_size = o->chunked_prefill_size};
     sm_model *m = NULL;
     double t_load = now_s();
     SM_TRY(sm_model_load(o->model_dir, &mo, &m, err));

@@ -59,7 +59,7 @@ struct sm_model_dev {
     sm_bf16_bits **k_cache, **v_cache;  /* [layer] -> [max_seqs][max_context][kvd] */
     /* row table (device, and its pinned host twin): tokens | seqs | positions | logit rows */
     int *d_rows, *h_rows;
-    /* workspace, for SM_CUDA_CHUNK_ROWS rows */
+    /* workspace, for chunk_rows rows */
     float *x, *qkv, *router_logits, *topk_w, *sorted_w, *gate, *logits;
     sm_bf16_bits *h, *attn, *gu, *act, *xs, *ys;
     int *topk_ids, *offsets, *sorted_src, *sorted_pos;
@@ -98,7 +98,7 @@ static void *wcarve(ws_carver *c, size_t bytes) {
 /* Sets the instance's workspace pointers inside base (NULL: only sizes). Returns the bytes. */
 static size_t ws_layout(sm_model_dev *m, char *base) {
     const sm_model_config *c = m->w->cfg;
-    size_t R = SM_CUDA_CHUNK_ROWS, A = (size_t)m->w->assign_cap, H = (size_t)c->hidden_size;
+    size_t R = (size_t)m->w->chunk_rows, A = (size_t)m->w->assign_cap, H = (size_t)c->hidden_size;
     size_t qd = (size_t)c->num_heads * c->head_dim, qkv = qd + 2 * (size_t)c->num_kv_heads * c->head_dim;
     size_t E = (size_t)c->num_experts, hp = (size_t)sm_moe_device_stride(c->hidden_size);
     size_t F = (size_t)c->intermediate_size;
@@ -180,7 +180,7 @@ static sm_status instance_create(dev_weights *w, const sm_model_opts *opts, int 
         (s = sm_cuda_check(cudaMalloc(&m->kv, kv_bytes), err, "GPU model: allocating the KV cache (%.2f GiB)",
                            (double)kv_bytes / (1 << 30))) ||
         (s = sm_cuda_check(cudaMalloc(&m->ws, ws_bytes), err, "GPU model: allocating %zu bytes of workspace", ws_bytes)) ||
-        (s = sm_cuda_check(cudaMallocHost((void **)&m->h_rows, 4 * SM_CUDA_CHUNK_ROWS * sizeof(int)), err,
+        (s = sm_cuda_check(cudaMallocHost((void **)&m->h_rows, 4 * (size_t)w->chunk_rows * sizeof(int)), err,
                            "GPU model: pinned row table")) ||
         (s = sm_cuda_check(cudaMallocHost((void **)&m->h_offsets, (E + 1) * sizeof(int)), err, "GPU model: pinned offsets")) ||
         (s = sm_calloc((void **)&m->k_cache, (size_t)c->num_layers, sizeof *m->k_cache, "KV table", err)) ||
@@ -324,7 +324,7 @@ static sm_status attention(sm_model_dev *m, int l, step *st, sm_error *err) {
     cudaStream_t s = m->stream;
     int n = st->n, H = c->hidden_size, hd = c->head_dim, heads = c->num_heads, kvh = c->num_kv_heads;
     int qd = heads * hd, kvd = kvh * hd, stride = qd + 2 * kvd;
-    const int *seq = m->d_rows + SM_CUDA_CHUNK_ROWS, *pos = m->d_rows + 2 * SM_CUDA_CHUNK_ROWS;
+    const int *seq = m->d_rows + m->w->chunk_rows, *pos = m->d_rows + 2 * m->w->chunk_rows;
     float *q = m->qkv, *k = q + qd, *v = k + kvd;
     float eps = c->rms_norm_eps;
     if (!st->h_ready && sm_cuda_gemv_norm_fits(n, stride, H, L->qkv)) { /* the norm inside the GEMV */
@@ -389,7 +389,7 @@ static sm_status step_body(sm_model_dev *m, const step *st, sm_error *err) {
         }
     }
     if (!st->n_logits) return SM_OK;
-    SM_TRY(sm_cuda_rmsnorm_f32(m->stream, m->x, m->d_rows + 3 * SM_CUDA_CHUNK_ROWS, w->final_norm, NULL, m->h,
+    SM_TRY(sm_cuda_rmsnorm_f32(m->stream, m->x, m->d_rows + 3 * w->chunk_rows, w->final_norm, NULL, m->h,
                                st->n_logits, H, c->rms_norm_eps, err));
     return proj(m, m->h, w->lm_head, m->logits, true, 0.0f, st->n_logits, c->vocab_size, H, err);
 }
@@ -572,7 +572,7 @@ static sm_status dev_forward(sm_model_dev *m, const sm_row *rows, int n_rows, co
                              const sm_route_observer *observer, float *logits, sm_error *err) {
     const sm_model_config *c = m->w->cfg;
     int top_k = fo && fo->top_k_override > 0 ? fo->top_k_override : c->num_experts_per_tok;
-    int chunk = SM_CUDA_CHUNK_ROWS;
+    int chunk = m->w->chunk_rows;
     if (sm_config_is_moe(c) && chunk * top_k > m->w->assign_cap) chunk = m->w->assign_cap / top_k;
     const sm_forward_sample *sp = fo ? fo->sample : NULL;
     sample_bufs sb = {0};
@@ -585,8 +585,8 @@ static sm_status dev_forward(sm_model_dev *m, const sm_row *rows, int n_rows, co
     long logits_done = 0;
     for (int start = 0; start < n_rows; start += chunk) {
         int n = n_rows - start < chunk ? n_rows - start : chunk, n_logits = 0;
-        int *tokens = m->h_rows, *seqs = tokens + SM_CUDA_CHUNK_ROWS, *pos = seqs + SM_CUDA_CHUNK_ROWS;
-        int *logit_rows = pos + SM_CUDA_CHUNK_ROWS;
+        int *tokens = m->h_rows, *seqs = tokens + m->w->chunk_rows, *pos = seqs + m->w->chunk_rows;
+        int *logit_rows = pos + m->w->chunk_rows;
         int max_len = 0;
         bool prompt_run = n >= PROMPT_RUN_MIN_ROWS;
         for (int r = 0; r < n; r++) {
@@ -601,7 +601,7 @@ static sm_status dev_forward(sm_model_dev *m, const sm_row *rows, int n_rows, co
         step st = {.n = n, .n_logits = n_logits, .top_k = top_k, .skip = fo ? fo->skip_layer : NULL, .observer = observer,
                    .attn = sm_cuda_attention_plan(n, c->num_heads, c->num_kv_heads, c->head_dim, max_len, m->sm_count),
                    .prompt_run = prompt_run};
-        SM_TRY(sm_cuda_check(cudaMemcpyAsync(m->d_rows, m->h_rows, 4 * SM_CUDA_CHUNK_ROWS * sizeof(int),
+        SM_TRY(sm_cuda_check(cudaMemcpyAsync(m->d_rows, m->h_rows, 4 * (size_t)m->w->chunk_rows * sizeof(int),
                                              cudaMemcpyHostToDevice, m->stream), err, "GPU model: copying the row table"));
         if (observer) SM_TRY(route_log_reserve(m, err));
         SM_TRY(run_step(m, &st, err));

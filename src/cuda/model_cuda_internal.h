@@ -15,7 +15,8 @@
 
 /* Rows one forward pass handles at once (longer batches run in chunks, in order, which is
  * exact: a row only reads cache positions written by itself or by earlier rows). */
-#define SM_CUDA_CHUNK_ROWS 512
+#define SM_CUDA_DEFAULT_CHUNK_ROWS 512 /* unless sm_model_opts.chunked_prefill_size says */
+#define SM_CUDA_MAX_CHUNK_ROWS 65536
 
 typedef struct dev_layer {
     sm_bf16_bits *attn_norm, *mlp_norm;   /* [H] */
@@ -45,6 +46,7 @@ typedef struct dev_weights {
     sm_runner *runner;
     int device_routing_max_assign;        /* up to here the runner needs no host expert offsets (a
                                              layer without a sync: graph-capturable); moe_device.h */
+    int chunk_rows;                       /* rows per forward pass (chunked_prefill_size) */
     int assign_cap;                       /* assignments (rows x top_k) one chunk may bring */
 } dev_weights;
 
@@ -55,7 +57,7 @@ typedef struct dev_plan {
 
 size_t sm_cuda_model_weight_bytes(const sm_model_config *c, const sm_runner_backend *runner);
 size_t sm_cuda_model_kv_bytes(const sm_model_config *c, int max_seqs, int max_context);
-size_t sm_cuda_model_workspace_bytes(const sm_model_config *c, const sm_runner_backend *runner);
+size_t sm_cuda_model_workspace_bytes(const sm_model_config *c, const sm_runner_backend *runner, int chunk_rows);
 /* Fails with "needs X GiB (weights A, KV cache B, workspace C), Y GiB free on <GPU>" when the
  * plan does not fit in the device's free memory. what names the model for the message. */
 sm_status sm_cuda_model_check_fit(const char *what, const dev_plan *p, sm_error *err);

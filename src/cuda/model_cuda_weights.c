@@ -66,8 +66,8 @@ size_t sm_cuda_model_kv_bytes(const sm_model_config *c, int max_seqs, int max_co
     return 2 * (size_t)c->num_layers * (size_t)max_seqs * (size_t)max_context * (size_t)c->num_kv_heads * c->head_dim * 2;
 }
 
-size_t sm_cuda_model_workspace_bytes(const sm_model_config *c, const sm_runner_backend *runner) {
-    size_t R = SM_CUDA_CHUNK_ROWS, K = (size_t)(c->num_experts_per_tok > 0 ? c->num_experts_per_tok : 1);
+size_t sm_cuda_model_workspace_bytes(const sm_model_config *c, const sm_runner_backend *runner, int chunk_rows) {
+    size_t R = (size_t)chunk_rows, K = (size_t)(c->num_experts_per_tok > 0 ? c->num_experts_per_tok : 1);
     size_t A = R * K, H = (size_t)c->hidden_size, qd = (size_t)c->num_heads * c->head_dim, E = (size_t)c->num_experts;
     size_t hp = (size_t)sm_moe_device_stride(c->hidden_size), fp = (size_t)sm_moe_device_stride(c->moe_intermediate_size);
     size_t F = (size_t)c->intermediate_size;
@@ -290,7 +290,7 @@ static sm_status weights_fill(dev_weights *w, const sm_model_opts *opts, size_t 
     if (!s && sm_config_is_moe(c)) {
         sm_moe_shape shape = {.num_layers = c->num_layers, .num_experts = c->num_experts, .hidden = c->hidden_size,
                               .ffn = c->moe_intermediate_size, .top_k = c->num_experts_per_tok,
-                              .max_rows = SM_CUDA_CHUNK_ROWS};
+                              .max_rows = w->chunk_rows};
         sm_runner_opts ropts = {.weight_dtype = SM_DTYPE_BF16};
         s = w->runner_backend->create(&shape, &ropts, &w->runner, err);
         if (!s) s = load_experts(w, &f, err);
@@ -322,7 +322,13 @@ sm_status sm_cuda_weights_load(const char *dir, const sm_model_opts *opts, int m
     }
     const sm_model_config *c = w->cfg;
     w->device_routing_max_assign = INT_MAX; /* no routing at all in a dense model; a MoE runner says below */
-    w->assign_cap = SM_CUDA_CHUNK_ROWS * (c->num_experts_per_tok > 0 ? c->num_experts_per_tok : 1);
+    w->chunk_rows = opts->chunked_prefill_size > 0 ? opts->chunked_prefill_size : SM_CUDA_DEFAULT_CHUNK_ROWS;
+    if (w->chunk_rows > SM_CUDA_MAX_CHUNK_ROWS) {
+        s = sm_fail(err, SM_EINVAL, "%s: chunked_prefill_size %d is over %d rows", dir, w->chunk_rows,
+                    SM_CUDA_MAX_CHUNK_ROWS);
+        goto fail;
+    }
+    w->assign_cap = w->chunk_rows * (c->num_experts_per_tok > 0 ? c->num_experts_per_tok : 1);
     if ((s = sm_tokenizer_load_dir(dir, &w->tok, err))) goto fail;
     if (sm_config_is_moe(c)) {
         if ((s = sm_cuda_model_pick_runner(opts->moe_runner_backend, &w->runner_backend, err))) goto fail;
@@ -339,7 +345,7 @@ sm_status sm_cuda_weights_load(const char *dir, const sm_model_opts *opts, int m
     /* Everything is planned before the first allocation. */
     dev_plan plan = {.weights = sm_cuda_model_weight_bytes(c, w->runner_backend),
                      .kv = sm_cuda_model_kv_bytes(c, max_seqs, max_context),
-                     .workspace = sm_cuda_model_workspace_bytes(c, w->runner_backend)};
+                     .workspace = sm_cuda_model_workspace_bytes(c, w->runner_backend, w->chunk_rows)};
     char what[4300];
     snprintf(what, sizeof what, "%s (%d sequences x %d positions)", dir, max_seqs, max_context);
     if ((s = sm_cuda_model_check_fit(what, &plan, err))) goto fail;

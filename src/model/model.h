@@ -27,6 +27,11 @@ typedef struct sm_model_opts {
                                        needed (full-size benchmarks without a download); cuda only */
     uint64_t seed;                  /* of the random weights */
     bool eager;                     /* cuda: launch every step kernel by kernel, no CUDA graphs (A/B) */
+    int chunked_prefill_size;       /* cuda: rows per forward pass (SGLang's --chunked-prefill-size);
+                                       a longer batch runs in pieces. 0 = 512. Larger pieces read
+                                       the MoE experts' weights fewer times per prompt and cost
+                                       workspace (logits of every row: rows x vocab x 4 bytes).
+                                       Fixed when the weights load. */
 } sm_model_opts;
 
 /* One row of a forward batch. Rows of the same sequence must have consecutive positions

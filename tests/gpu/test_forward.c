@@ -345,6 +345,12 @@ static void test_random_and_fit(void) {
           "too-big model: got %s: %s", sm_status_name(s), err.msg);
     printf("too-big model: %s\n", err.msg);
     sm_model_free(m);
+    o = (sm_model_opts){.device = "cuda", .chunked_prefill_size = 70000};
+    m = NULL;
+    s = sm_model_load(dir, &o, &m, &err);
+    CHECK(s == SM_EINVAL && strstr(err.msg, "chunked_prefill_size 70000"), "chunk of 70000 rows: %s", err.msg);
+    sm_model_free(m);
+    m = NULL;
     o = (sm_model_opts){.device = "tpu"};
     s = sm_model_load(dir, &o, &m, &err);
     CHECK(s == SM_EINVAL && strstr(err.msg, "tpu"), "unknown device: %s", err.msg);
@@ -352,11 +358,12 @@ static void test_random_and_fit(void) {
 
 /* The prefill attention kernel inside a model: the repo's models have head_dim <= 32, which it
  * does not take, so a config is rewritten with head_dim 128 (random weights). A 200-token prompt
- * in one forward (prefill kernel) must give the logits of the same prompt fed a token at a time
- * (the decode attention), row for row — for the dense Qwen3 fixture. In the MoE target, a router
+ * in one forward (prefill kernel; or in chunks of `chunk` rows, 0 = the default 512) must give
+ * the logits of the same prompt fed a token at a time (the decode attention), row for row — for
+ * the dense Qwen3 fixture. In the MoE target, a router
  * near-tie can flip an expert between the two paths and move that row's logits far, so there the
  * median row is checked and the rows past the tolerance are counted. */
-static void test_prompt_attention(const char *src, bool moe) {
+static void test_prompt_attention(const char *src, bool moe, int chunk) {
     char dir[] = "/tmp/specmoe_hd128_XXXXXX", path[sizeof dir + 16], cfg[512];
     if (!mkdtemp(dir)) { CHECK(false, "mkdtemp: %s", strerror(errno)); return; }
     snprintf(cfg, sizeof cfg, "%s/config.json", src);
@@ -377,7 +384,8 @@ static void test_prompt_attention(const char *src, bool moe) {
     if (out) fclose(out);
     CHECK(replaced, "%s has no head_dim line to rewrite", cfg);
     enum { N = 200 };
-    sm_model_opts o = {.device = "cuda", .random_weights = true, .seed = 11, .max_context = N + 8};
+    sm_model_opts o = {.device = "cuda", .random_weights = true, .seed = 11, .max_context = N + 8,
+                       .chunked_prefill_size = chunk};
     sm_model *m = NULL;
     sm_error err = {0};
     CHECK_OK(sm_model_load(dir, &o, &m, &err), &err);
@@ -398,10 +406,10 @@ static void test_prompt_attention(const char *src, bool moe) {
         double worst = worst_rel(whole, one, N, V);
         qsort(err_row, N, sizeof err_row[0], cmp_double);
         CHECK(gpu_test_all_finite(whole, (size_t)N * V) && (moe ? err_row[N / 2] < LOGITS_TOL : worst < LOGITS_TOL),
-              "%s, head_dim 128: %d-token prompt in one forward vs a token at a time: median row rel L2 %.3g, worst %.3g",
-              src, N, err_row[N / 2], worst);
-        printf("%s, head_dim 128: %d-token prompt (prefill attention) vs a token at a time: median row rel L2 %.2e, "
-               "worst %.2e, %d rows past %.0e\n", src, N, err_row[N / 2], worst, over, LOGITS_TOL);
+              "%s, head_dim 128, chunks of %d: %d-token prompt in one forward vs a token at a time: median row rel L2 "
+              "%.3g, worst %.3g", src, chunk, N, err_row[N / 2], worst);
+        printf("%s, head_dim 128, chunks of %d: %d-token prompt (prefill attention) vs a token at a time: median row rel "
+               "L2 %.2e, worst %.2e, %d rows past %.0e\n", src, chunk, N, err_row[N / 2], worst, over, LOGITS_TOL);
         free(whole); free(one); free(rows);
     }
     sm_model_free(m);
@@ -411,8 +419,9 @@ static void test_prompt_attention(const char *src, bool moe) {
 
 int main(void) {
     gpu_test_require_device("test_gpu_forward");
-    test_prompt_attention("tests/fixtures/models/qwen3", false);
-    test_prompt_attention("experiments/models/target", true);
+    test_prompt_attention("tests/fixtures/models/qwen3", false, 0);
+    test_prompt_attention("tests/fixtures/models/qwen3", false, 64); /* chunks after the first start at p0 > 0 */
+    test_prompt_attention("experiments/models/target", true, 0);
     test_fixtures();
     test_mixed_and_truncate("experiments/models/target");
     test_mixed_and_truncate("tests/fixtures/models/qwen2_moe");
