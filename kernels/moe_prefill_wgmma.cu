@@ -173,9 +173,10 @@ __global__ void __launch_bounds__(WG_THREADS, 2)
      * expert, so half the experts have a third tile of a few rows). A warpgroup without rows keeps
      * the barrier schedule but issues no wgmma, leaving the SM's tensor cores to the other. */
     const bool live = slab * 64 < rows;
+    /* Not zeroed: the first wgmma of the tile overwrites it (scale-d 0), and a warpgroup without
+     * rows never reads it. Zeroing it with ordinary instructions made ptxas serialize every wgmma
+     * of the kernel (warning C7515: "non wgmma instructions defining accumulator registers"). */
     float acc[64];
-#pragma unroll
-    for (int i = 0; i < 64; i++) acc[i] = 0.0f;
     for (int kt = 0; kt < KT; kt++) {
         const int s = kt % STAGES;
         mbar_wait(&full[s], (unsigned)((kt / STAGES) & 1));
