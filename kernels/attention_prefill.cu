@@ -31,20 +31,6 @@ namespace {
 
 constexpr int PF_ROWS = 64, PF_KV = 64, PF_THREADS = 128;
 
-__device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void *smem) {
-    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(s)
-                 : "memory");
-}
-
 template <int HD>
 __global__ void __launch_bounds__(PF_THREADS)
     attention_prefill_kernel(const float *__restrict__ q, int q_stride, const __nv_bfloat16 *__restrict__ k_cache,
@@ -105,7 +91,7 @@ __global__ void __launch_bounds__(PF_THREADS)
             const __nv_bfloat16 *kr = Ks + (8 * n + g) * LD + 2 * t;
 #pragma unroll
             for (int j = 0; j < KS; j++)
-                mma_bf16(s[n], qf[j], *reinterpret_cast<const uint32_t *>(kr + 16 * j),
+                sm_mma_16816(s[n], qf[j][0], qf[j][1], qf[j][2], qf[j][3], *reinterpret_cast<const uint32_t *>(kr + 16 * j),
                          *reinterpret_cast<const uint32_t *>(kr + 16 * j + 8));
         }
         /* causal mask (also hides the zero rows past kv_end), then the online softmax per row */
@@ -149,9 +135,9 @@ __global__ void __launch_bounds__(PF_THREADS)
 #pragma unroll
             for (int d = 0; d < DT; d += 2) {
                 uint32_t b[4];
-                ldmatrix_x4_trans(b, vr + 8 * d);
-                mma_bf16(o[d], pa, b[0], b[1]);
-                mma_bf16(o[d + 1], pa, b[2], b[3]);
+                sm_ldmatrix_x4<true>(b, vr + 8 * d);
+                sm_mma_16816(o[d], pa[0], pa[1], pa[2], pa[3], b[0], b[1]);
+                sm_mma_16816(o[d + 1], pa[0], pa[1], pa[2], pa[3], b[2], b[3]);
             }
         }
     }

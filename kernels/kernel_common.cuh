@@ -103,6 +103,34 @@ __device__ __forceinline__ void sm_warp_head_norm_rope(const float *src, float *
 
 __device__ __forceinline__ float sm_silu(float g) { return g / (1.0f + __expf(-g)); }
 
+/* D += A·B for one m16n8k16 tile, bf16 inputs, fp32 accumulators (PTX ISA fragment layouts:
+ * a = {(g, 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)}, b = {(2t.., g), (2t+8.., g)},
+ * c = {(g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)} with g = lane/4, t = lane%4). */
+__device__ __forceinline__ void sm_mma_16816(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                             uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* Four 8x8 b16 matrices from shared memory, lanes 8i..8i+7 giving the row addresses of matrix i;
+ * TRANS: each delivered transposed (a thread gets two rows of one column). */
+template <bool TRANS = false>
+__device__ __forceinline__ void sm_ldmatrix_x4(uint32_t r[4], const void *smem) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    if (TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(s)
+                     : "memory");
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(s)
+                     : "memory");
+}
+
 /* Programmatic dependent launch (Hopper). A decode step is a chain of short kernels, each
  * paying a launch and a ramp-up; launched with sm_launch_pdl, a kernel may be scheduled while
  * the one before it is still finishing. Contract of such a kernel: before sm_pdl_wait() it only

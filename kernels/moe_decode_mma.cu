@@ -44,8 +44,8 @@ constexpr int DM_WARPS = 8, DM_THREADS = DM_WARPS * 32, DM_COLS = 16;
 
 /* Two MMAs of one 32-wide k-step: 16 weight rows (lo = rows g, hi = rows g+8) x 8 tokens. */
 __device__ __forceinline__ void mma_step(float c[4], const uint4 &lo, const uint4 &hi, const uint4 &x) {
-    mma_16816(c, lo.x, hi.x, lo.y, hi.y, x.x, x.y);
-    mma_16816(c, lo.z, hi.z, lo.w, hi.w, x.z, x.w);
+    sm_mma_16816(c, lo.x, hi.x, lo.y, hi.y, x.x, x.y);
+    sm_mma_16816(c, lo.z, hi.z, lo.w, hi.w, x.z, x.w);
 }
 
 template <int NT, bool GATED>

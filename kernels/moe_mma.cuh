@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "kernel_common.cuh"
 #include "moe_grouped.h"
 
 namespace sm_moe_mma {
@@ -79,23 +80,19 @@ __device__ __forceinline__ void find_tile(const int *offsets, int num_experts, i
     }
 }
 
-/* D += A·B for one m16n8k16 tile, bf16 inputs, fp32 accumulators (PTX ISA fragment layouts:
- * a = {(g, 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)}, b = {(2t.., g), (2t+8.., g)},
- * c = {(g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)} with g = lane/4, t = lane%4). */
-__device__ __forceinline__ void mma_16816(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                          uint32_t b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void *smem) {
-    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(s)
-                 : "memory");
+/* Rows [*row0, *row0 + *rows) and n-tile *tn of the tile find_tile gave (tile_rows rows, n_tiles
+ * n-tiles an m-tile), in a banded raster: an expert's n-tiles go in bands of `band`, and a band's
+ * tiles run m-tile by m-tile with its n-tiles adjacent, so resident CTAs share the expert's token
+ * rows and each band's weights are fetched from HBM about once for all m-tiles. */
+__device__ __forceinline__ void band_tile(const tile_ref &pos, int tile_rows, int n_tiles, int band, int *row0,
+                                          int *rows, int *tn) {
+    const int m_tiles = (pos.count + tile_rows - 1) / tile_rows;
+    const int b = pos.local / (m_tiles * band), in_band = pos.local % (m_tiles * band);
+    const int band_w = min(band, n_tiles - b * band);
+    const int tm = in_band / band_w;
+    *tn = b * band + in_band % band_w;
+    *row0 = pos.begin + tm * tile_rows;
+    *rows = min(tile_rows, pos.count - tm * tile_rows);
 }
 
 /* 16 bytes global -> shared, bypassing L1; src_bytes 0 writes zeros (predicated-off rows). */

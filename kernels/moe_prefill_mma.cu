@@ -57,12 +57,8 @@ __global__ void __launch_bounds__(PM_THREADS, 2)
     const int e = pos.expert;
     if (e < 0) return; /* the grid is an upper bound on the tiles */
 
-    /* (m-tile, n-tile) of this CTA within its expert, banded raster (see the file comment) */
-    const int m_tiles = (pos.count + PM_BM - 1) / PM_BM;
-    const int band = pos.local / (m_tiles * PM_BAND), in_band = pos.local % (m_tiles * PM_BAND);
-    const int band_w = min(PM_BAND, n_tiles - band * PM_BAND);
-    const int tm = in_band / band_w, tn = band * PM_BAND + in_band % band_w;
-    const int row0 = pos.begin + tm * PM_BM, rows = min(PM_BM, pos.count - tm * PM_BM);
+    int row0, rows, tn; /* this CTA's rows and n-tile within its expert (see the file comment) */
+    band_tile(pos, PM_BM, n_tiles, PM_BAND, &row0, &rows, &tn);
     const int n0 = tn * (GATED ? PM_BN / 2 : PM_BN);
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -128,11 +124,11 @@ __global__ void __launch_bounds__(PM_THREADS, 2)
             uint32_t af[4][4], bf[4][2];
 #pragma unroll
             for (int i = 0; i < 4; i++) /* x4: rows 0-7/8-15 at k 0-7, then at k 8-15 */
-                ldmatrix_x4(af[i], a + swz(wm * 64 + i * 16 + (lane & 15), kk * 2 + (lane >> 4)));
+                sm_ldmatrix_x4(af[i], a + swz(wm * 64 + i * 16 + (lane & 15), kk * 2 + (lane >> 4)));
 #pragma unroll
             for (int p = 0; p < 2; p++) { /* x4: n8 tile 2p at k 0-7, 8-15, then tile 2p+1 */
                 uint32_t r[4];
-                ldmatrix_x4(r, b + swz(wn * 32 + p * 16 + ((lane >> 4) << 3) + (lane & 7), kk * 2 + ((lane >> 3) & 1)));
+                sm_ldmatrix_x4(r, b + swz(wn * 32 + p * 16 + ((lane >> 4) << 3) + (lane & 7), kk * 2 + ((lane >> 3) & 1)));
                 bf[2 * p][0] = r[0];
                 bf[2 * p][1] = r[1];
                 bf[2 * p + 1][0] = r[2];
@@ -142,7 +138,7 @@ __global__ void __launch_bounds__(PM_THREADS, 2)
             for (int i = 0; i < 4; i++)
 #pragma unroll
                 for (int j = 0; j < 4; j++)
-                    mma_16816(acc[i][j], af[i][0], af[i][1], af[i][2], af[i][3], bf[j][0], bf[j][1]);
+                    sm_mma_16816(acc[i][j], af[i][0], af[i][1], af[i][2], af[i][3], bf[j][0], bf[j][1]);
         }
     }
     cp_async_wait<0>(); /* only empty groups remain; leave none behind */

@@ -24,7 +24,7 @@
  * the expert's, k past K — so any K (multiple of 8: 16-byte row strides) and N work; rows of the
  * next expert inside an m-tile are computed and not stored, columns past N are not stored.
  * Tiles are enumerated on the GPU from the device expert offsets (find_tile) in the banded
- * raster of moe_prefill_mma.cu, so a launch depends only on n_assign (graph-capturable).
+ * raster of band_tile (moe_mma.cuh), so a launch depends only on n_assign (graph-capturable).
  *
  * Tried and dropped (H200, 4096 tokens): persistent CTAs (two an SM, a scheduler warp finding the
  * next tiles while the others work) gained 5% at 512 tokens on Qwen3 but lost 3% (Qwen3) and 13%
@@ -142,11 +142,8 @@ __global__ void __launch_bounds__(WG_THREADS, 2)
     const int e = pos.expert;
     if (e < 0) return; /* the grid is an upper bound on the tiles */
 
-    const int m_tiles = (pos.count + WG_BM - 1) / WG_BM;
-    const int band = pos.local / (m_tiles * WG_BAND), in_band = pos.local % (m_tiles * WG_BAND);
-    const int band_w = min(WG_BAND, n_tiles - band * WG_BAND);
-    const int tm = in_band / band_w, tn = band * WG_BAND + in_band % band_w;
-    const int row0 = pos.begin + tm * WG_BM, rows = min(WG_BM, pos.count - tm * WG_BM);
+    int row0, rows, tn;
+    band_tile(pos, WG_BM, n_tiles, WG_BAND, &row0, &rows, &tn);
     const int n0 = tn * (GATED ? WG_BN / 2 : WG_BN);
     const int KT = (K + WG_BK - 1) / WG_BK;
 
