@@ -35,8 +35,11 @@
 
 #define GRAPH_MAX_ROWS 64
 /* From this many rows of one sequence at consecutive positions (a prompt chunk), attention runs
- * the prefill kernel: 64 query rows share each K/V tile there. */
-#define PROMPT_RUN_MIN_ROWS 16
+ * the prefill kernel: 64 query rows share each K/V tile there. It is above the largest
+ * verification step (SM_SPEC_MAX_K + 1 = 65 rows a sequence), so verification keeps the fp32
+ * kernel that decoding uses and the two do not differ in rounding (the prefill kernel rounds q
+ * and the softmax weights to BF16); shorter prompts cost little either way. */
+#define PROMPT_RUN_MIN_ROWS 128
 #define GRAPH_SLOTS 64
 
 typedef struct step_graph {

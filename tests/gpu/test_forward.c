@@ -357,13 +357,14 @@ static void test_random_and_fit(void) {
 }
 
 /* The prefill attention kernel inside a model: the repo's models have head_dim <= 32, which it
- * does not take, so a config is rewritten with head_dim 128 (random weights). A 200-token prompt
- * in one forward (prefill kernel; or in chunks of `chunk` rows, 0 = the default 512) must give
- * the logits of the same prompt fed a token at a time (the decode attention), row for row — for
- * the dense Qwen3 fixture. In the MoE target, a router
- * near-tie can flip an expert between the two paths and move that row's logits far, so there the
- * median row is checked and the rows past the tolerance are counted. */
-static void test_prompt_attention(const char *src, bool moe, int chunk) {
+ * does not take, so a config is rewritten with head_dim 128 (random weights). A 240-token prompt
+ * (in one forward, or as `split` tokens then the rest — the second part then starts at p0 > 0 —
+ * in chunks of `chunk` rows, 0 = the default 512; pieces of 128 rows and more run the prefill
+ * kernel) must give the logits of the same prompt fed a token at a time (the decode attention),
+ * row for row — for the dense Qwen3 fixture. In the MoE target a router near-tie can flip an
+ * expert between the two paths and move that row's logits far, so there the median row is
+ * checked and the rows past the tolerance are counted. */
+static void test_prompt_attention(const char *src, bool moe, int chunk, int split) {
     char dir[] = "/tmp/specmoe_hd128_XXXXXX", path[sizeof dir + 16], cfg[512];
     if (!mkdtemp(dir)) { CHECK(false, "mkdtemp: %s", strerror(errno)); return; }
     snprintf(cfg, sizeof cfg, "%s/config.json", src);
@@ -383,7 +384,7 @@ static void test_prompt_attention(const char *src, bool moe, int chunk) {
     if (in) fclose(in);
     if (out) fclose(out);
     CHECK(replaced, "%s has no head_dim line to rewrite", cfg);
-    enum { N = 200 };
+    enum { N = 240 };
     sm_model_opts o = {.device = "cuda", .random_weights = true, .seed = 11, .max_context = N + 8,
                        .chunked_prefill_size = chunk};
     sm_model *m = NULL;
@@ -395,7 +396,8 @@ static void test_prompt_attention(const char *src, bool moe, int chunk) {
         sm_row *rows = malloc(sizeof *rows * N);
         double err_row[N];
         for (int i = 0; i < N; i++) rows[i] = (sm_row){.seq = 0, .token = (13 * i + 5) % V, .pos = i, .want_logits = true};
-        CHECK_OK(sm_model_forward(m, rows, N, NULL, whole, &err), &err);
+        if (split) CHECK_OK(sm_model_forward(m, rows, split, NULL, whole, &err), &err);
+        CHECK_OK(sm_model_forward(m, rows + split, N - split, NULL, whole + (size_t)split * V, &err), &err);
         CHECK_OK(sm_model_truncate(m, 0, 0, &err), &err);
         for (int i = 0; i < N; i++) CHECK_OK(sm_model_forward(m, &rows[i], 1, NULL, one + (size_t)i * V, &err), &err);
         int over = 0;
@@ -406,10 +408,11 @@ static void test_prompt_attention(const char *src, bool moe, int chunk) {
         double worst = worst_rel(whole, one, N, V);
         qsort(err_row, N, sizeof err_row[0], cmp_double);
         CHECK(gpu_test_all_finite(whole, (size_t)N * V) && (moe ? err_row[N / 2] < LOGITS_TOL : worst < LOGITS_TOL),
-              "%s, head_dim 128, chunks of %d: %d-token prompt in one forward vs a token at a time: median row rel L2 "
-              "%.3g, worst %.3g", src, chunk, N, err_row[N / 2], worst);
-        printf("%s, head_dim 128, chunks of %d: %d-token prompt (prefill attention) vs a token at a time: median row rel "
-               "L2 %.2e, worst %.2e, %d rows past %.0e\n", src, chunk, N, err_row[N / 2], worst, over, LOGITS_TOL);
+              "%s, head_dim 128, chunks of %d, split at %d: %d-token prompt vs a token at a time: median row rel L2 "
+              "%.3g, worst %.3g", src, chunk, split, N, err_row[N / 2], worst);
+        printf("%s, head_dim 128, chunks of %d, split at %d: %d-token prompt (prefill attention) vs a token at a time: "
+               "median row rel L2 %.2e, worst %.2e, %d rows past %.0e\n", src, chunk, split, N, err_row[N / 2], worst,
+               over, LOGITS_TOL);
         free(whole); free(one); free(rows);
     }
     sm_model_free(m);
@@ -419,9 +422,10 @@ static void test_prompt_attention(const char *src, bool moe, int chunk) {
 
 int main(void) {
     gpu_test_require_device("test_gpu_forward");
-    test_prompt_attention("tests/fixtures/models/qwen3", false, 0);
-    test_prompt_attention("tests/fixtures/models/qwen3", false, 64); /* chunks after the first start at p0 > 0 */
-    test_prompt_attention("experiments/models/target", true, 0);
+    test_prompt_attention("tests/fixtures/models/qwen3", false, 0, 0);
+    test_prompt_attention("tests/fixtures/models/qwen3", false, 0, 100);   /* a 140-row prefill from p0 = 100 */
+    test_prompt_attention("tests/fixtures/models/qwen3", false, 128, 0);   /* 128 rows, then 112 by the fp32 kernel */
+    test_prompt_attention("experiments/models/target", true, 0, 0);
     test_fixtures();
     test_mixed_and_truncate("experiments/models/target");
     test_mixed_and_truncate("tests/fixtures/models/qwen2_moe");
