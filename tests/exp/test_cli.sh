@@ -328,5 +328,13 @@ done
 "$BIN" report "$DB" --experiment nope >/dev/null 2>"$T/rerr" && fail "unknown experiment accepted"
 grep -q "no experiment named 'nope'" "$T/rerr" || fail "report error: $(cat "$T/rerr")"
 
+# --chunked-prefill-size is checked before any device is touched (also on a machine without a GPU)
+"$BIN" bench decode --chunked-prefill-size -1 >/dev/null 2>"$T/cerr"
+[ $? = 2 ] || fail "bench decode --chunked-prefill-size -1: exit status not 2"
+grep -q -- "--chunked-prefill-size >= 1" "$T/cerr" || fail "bench decode chunk error: $(cat "$T/cerr")"
+"$BIN" generate --model "$FIX" --prompt-ids 1,2 --chunked-prefill-size -5 >/dev/null 2>"$T/cerr"
+[ $? = 2 ] || fail "generate --chunked-prefill-size -5: exit status not 2"
+grep -q -- "--chunked-prefill-size >= 1" "$T/cerr" || fail "generate chunk error: $(cat "$T/cerr")"
+
 [ $FAILS = 0 ] && echo "exp_cli: all checks passed"
 exit $((FAILS > 0))
