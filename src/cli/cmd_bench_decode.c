@@ -89,6 +89,7 @@ int sm_cmd_bench_decode(int argc, char **argv) {
         (layers && !preset) || chunk < 0) {
         fprintf(stderr, "specmoe bench decode: need --batch like 1,2,4 (1..512), --prompt >= 1, --steps >= 1, --warmup >= 0,"
                         " --layers >= 1 only with --preset, --chunked-prefill-size >= 1\n");
+        free(batches);
         return 2;
     }
     if (drafter && strcmp(drafter, "model") && strcmp(drafter, "ngram") && strcmp(drafter, "self")) {
