@@ -98,6 +98,10 @@ CREATE TABLE arms (
     target_weights_seed       INTEGER NOT NULL DEFAULT 0,         -- seed of random weights
     draft_weights             TEXT,              -- NULL unless drafter = 'model'
     draft_weights_seed        INTEGER NOT NULL DEFAULT 0,
+    -- Added in version 4 (db/migrations/004.sql): rows per GPU forward pass, SGLang's
+    -- --chunked-prefill-size (a prompt longer than this runs in pieces); NULL = the default (512).
+    target_chunked_prefill_size INTEGER,
+    draft_chunked_prefill_size  INTEGER,
     UNIQUE (experiment_id, arm_index),
     UNIQUE (experiment_id, name)
 );
@@ -195,5 +199,5 @@ CREATE TABLE route_traces (
 );
 CREATE INDEX route_traces_by_request ON route_traces (run_id, request_index, position);
 
-INSERT INTO schema_version (version, applied_at, note) VALUES (3, (julianday('now') - 2440587.5) * 86400.0, 'new database');
-PRAGMA user_version = 3;
+INSERT INTO schema_version (version, applied_at, note) VALUES (4, (julianday('now') - 2440587.5) * 86400.0, 'new database');
+PRAGMA user_version = 4;

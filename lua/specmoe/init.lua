@@ -26,17 +26,17 @@ local fail, where = util.fail, util.where
 -- Settings of a model (target or draft), as sm.model{} keys.
 local MODEL_KEYS = {
   path = "string", moe_runner_backend = "string", dtype = "string", moe_a2a_backend = "string",
-  device = "string", weights = "string", weights_seed = "integer",
+  device = "string", weights = "string", weights_seed = "integer", chunked_prefill_size = "integer",
 }
 
 -- Flat settings of an arm: name -> Lua type. These are the arms table's columns.
 local FLAT = {
   target_model_path = "string", target_moe_runner_backend = "string", target_dtype = "string",
   target_moe_a2a_backend = "string", target_device = "string", target_weights = "string",
-  target_weights_seed = "integer",
+  target_weights_seed = "integer", target_chunked_prefill_size = "integer",
   draft_model_path = "string", draft_moe_runner_backend = "string", draft_dtype = "string",
   draft_moe_a2a_backend = "string", draft_device = "string", draft_weights = "string",
-  draft_weights_seed = "integer",
+  draft_weights_seed = "integer", draft_chunked_prefill_size = "integer",
   drafter = "string", num_speculative_tokens = "integer",
   prompt_lookup_min = "integer", prompt_lookup_max = "integer", self_draft_top_k = "integer",
   temperature = "number", top_p = "number", top_k = "integer", seed = "integer",
@@ -133,6 +133,7 @@ local function flatten(t, context, at)
       flat[k .. "_device"] = m.device
       flat[k .. "_weights"] = m.weights
       flat[k .. "_weights_seed"] = m.weights_seed
+      flat[k .. "_chunked_prefill_size"] = m.chunked_prefill_size
       flat["__" .. k .. "_where"] = m.__where -- model errors point at the sm.model line
     elseif GROUPS[k] then
       local keys = {}
@@ -158,6 +159,8 @@ end
 ---                     weights = "checkpoint", weights_seed = 0 }
 ---                     -- weights = "random": drawn from weights_seed, only config.json is read
 ---                     -- (full-size shapes without a download; device = "cuda" only)
+---                     -- chunked_prefill_size = N (device = "cuda"): rows per forward pass, a
+---                     -- longer prompt runs in pieces (SGLang's --chunked-prefill-size; 512)
 function M.model(t)
   local at = where(2)
   if type(t) ~= "table" then fail(at, "sm.model: expected a table {path = ...}, got %s", type(t)) end

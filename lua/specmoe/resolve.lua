@@ -124,6 +124,16 @@ local function check_model(a, prefix, at, context, script_dir)
       prefix, prefix)
   end
   if seed < 0 then fail(at, "%s: %s_weights_seed must be >= 0, got %d", context, prefix, seed) end
+  local chunk = a[prefix .. "_chunked_prefill_size"]
+  if chunk ~= nil then
+    if device ~= "cuda" then
+      fail(at, "%s: %s_chunked_prefill_size needs %s_device = \"cuda\" (the CPU model takes a batch whole)", context,
+        prefix, prefix)
+    end
+    if chunk < 1 or chunk > 65536 then
+      fail(at, "%s: %s_chunked_prefill_size must be 1..65536 rows, got %d", context, prefix, chunk)
+    end
+  end
   a[prefix .. "_moe_runner_backend"], a[prefix .. "_moe_a2a_backend"], a[prefix .. "_dtype"] = runner, a2a, dtype
   a[prefix .. "_device"], a[prefix .. "_weights"], a[prefix .. "_weights_seed"] = device, weights, seed
   return info
@@ -159,7 +169,7 @@ local function resolve_arm(a, at, context, exp_seed, script_dir)
   end
   if a.drafter ~= "model" then
     a.draft_model_path, a.draft_moe_runner_backend, a.draft_dtype, a.draft_moe_a2a_backend = nil, nil, nil, nil
-    a.draft_device, a.draft_weights, a.draft_weights_seed = nil, nil, nil
+    a.draft_device, a.draft_weights, a.draft_weights_seed, a.draft_chunked_prefill_size = nil, nil, nil, nil
   end
   if a.drafter == "ngram" then
     a.prompt_lookup_min = a.prompt_lookup_min or 1

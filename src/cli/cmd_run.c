@@ -50,7 +50,8 @@ static sm_status get_model(model_cache *c, const sm_model_settings *ms, const ch
         if (!strcmp(c->items[i].role, role) && same_str(x->path, ms->path) &&
             same_str(x->moe_runner_backend, ms->moe_runner_backend) &&
             same_str(x->moe_a2a_backend, ms->moe_a2a_backend) && same_str(x->dtype, ms->dtype) &&
-            same_str(x->device, ms->device) && same_str(x->weights, ms->weights) && x->weights_seed == ms->weights_seed) {
+            same_str(x->device, ms->device) && same_str(x->weights, ms->weights) && x->weights_seed == ms->weights_seed &&
+            x->chunked_prefill_size == ms->chunked_prefill_size) {
             *out = c->items[i].model;
             return SM_OK;
         }
@@ -62,6 +63,7 @@ static sm_status get_model(model_cache *c, const sm_model_settings *ms, const ch
     o.device = ms->device;
     o.random_weights = ms->weights && !strcmp(ms->weights, "random");
     o.seed = (uint64_t)ms->weights_seed;
+    o.chunked_prefill_size = ms->chunked_prefill_size;
     sm_model *m;
     if (sm_model_load(ms->path, &o, &m, err) != SM_OK)
         return sm_error_prefix(err, "%s: loading the %s model %s: ", where, role, ms->path);

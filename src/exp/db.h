@@ -13,7 +13,7 @@
 #include "core/status.h"
 
 /* The schema version this specmoe writes and reads (PRAGMA user_version). */
-#define SM_DB_SCHEMA_VERSION 3
+#define SM_DB_SCHEMA_VERSION 4
 
 typedef struct sm_db_opts {
     const char *schema_dir; /* dir with schema.sql, views.sql, migrations/; NULL = found by paths.h */

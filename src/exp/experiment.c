@@ -10,6 +10,7 @@
 #define R(name, field, nullable) {name, SM_SETTING_REAL, offsetof(sm_arm, field), nullable, false}
 #define W(name, field, nullable) {name, SM_SETTING_STRING, offsetof(sm_arm, field), nullable, true}
 #define W64(name, field, nullable) {name, SM_SETTING_INT64, offsetof(sm_arm, field), nullable, true}
+#define WI(name, field, nullable) {name, SM_SETTING_INT, offsetof(sm_arm, field), nullable, true}
 
 /* Order = the order --dry-run and the JSON list them: a model's settings together, so the arms
  * table's columns (added over schema versions) may come in another order. "name" is handled
@@ -22,6 +23,7 @@ const sm_setting sm_arm_settings[] = {
     S("target_device", target.device, false),
     W("target_weights", target.weights, false),
     W64("target_weights_seed", target.weights_seed, false),
+    WI("target_chunked_prefill_size", target.chunked_prefill_size, true),
     S("draft_model_path", draft.path, true),
     S("draft_moe_runner_backend", draft.moe_runner_backend, true),
     S("draft_dtype", draft.dtype, true),
@@ -29,6 +31,7 @@ const sm_setting sm_arm_settings[] = {
     S("draft_device", draft.device, true),
     W("draft_weights", draft.weights, true),
     W64("draft_weights_seed", draft.weights_seed, true),
+    WI("draft_chunked_prefill_size", draft.chunked_prefill_size, true),
     S("drafter", drafter, false),
     I("num_speculative_tokens", num_speculative_tokens, false),
     I("prompt_lookup_min", prompt_lookup_min, true),
@@ -58,7 +61,8 @@ sm_status sm_arm_make_json(sm_arm *arm, sm_error *err) {
         json_t *v = NULL;
         if (s->json_if_set && (s->kind == SM_SETTING_STRING
                                    ? !*(char *const *)p || !strcmp(*(char *const *)p, "checkpoint")
-                                   : *(const int64_t *)p == 0))
+                               : s->kind == SM_SETTING_INT ? *(const int *)p == 0
+                                                           : *(const int64_t *)p == 0))
             continue;
         switch (s->kind) {
         case SM_SETTING_STRING: {

@@ -258,7 +258,9 @@ sqlite3 "$V1" "INSERT INTO experiments (experiment_id, name, settings_json, crea
 grep -q "specmoe run. with this database migrates it" "$T/v1err" || fail "report on v1: $(cat "$T/v1err")"
 "$BIN" run "$T/bf16.lua" --db "$V1" >"$T/v1run" 2>&1 || fail "run on a version-1 database: $(cat "$T/v1run")"
 v1() { sqlite3 "$V1" "$1"; }
-[ "$(v1 "PRAGMA user_version")" = 3 ] || fail "v1 database not migrated: version $(v1 "PRAGMA user_version")"
+[ "$(v1 "PRAGMA user_version")" = 4 ] || fail "v1 database not migrated: version $(v1 "PRAGMA user_version")"
+[ "$(v1 "SELECT COUNT(*) FROM arms WHERE name = 'old_spec' AND target_chunked_prefill_size IS NULL
+          AND draft_chunked_prefill_size IS NULL")" = 1 ] || fail "migrated arm: chunk sizes not NULL (the default)"
 [ "$(v1 "SELECT target_weights || ',' || IFNULL(draft_weights, '-') FROM arms WHERE name = 'old_spec'")" = "checkpoint,checkpoint" ] \
   || fail "migrated arm weights: $(v1 "SELECT target_weights, draft_weights FROM arms WHERE name = 'old_spec'")"
 [ "$(v1 "SELECT target_device || ',' || draft_device FROM arms WHERE name = 'old_spec'")" = "cpu,cpu" ] \
@@ -287,6 +289,25 @@ else
     || fail "dry-run lacks the random weights: $(cat "$T/randw3")"
 fi
 
+# chunked prefill size: GPU only and 1..65536, said with the sm.model line; kept out of the arm
+# JSON while unset (a new column since version 4), shown by --dry-run when set
+cat >"$T/chunk.lua" <<LUA
+local sm = require "specmoe"
+return sm.experiment {
+  target = sm.model { path = "$FIX", chunked_prefill_size = 256 },
+}
+LUA
+expect_error "$T/chunk.lua" "chunk.lua:3:" "target_chunked_prefill_size needs target_device = \"cuda\""
+sed 's/chunked_prefill_size = 256/chunked_prefill_size = 0, device = "cuda"/' "$T/chunk.lua" >"$T/chunk2.lua"
+sed 's/chunked_prefill_size = 256/chunked_prefill_size = 256, device = "cuda"/' "$T/chunk.lua" >"$T/chunk3.lua"
+if grep -q "built without CUDA" "$T/help"; then
+  expect_error "$T/chunk3.lua" "chunk3.lua:3:" "built without CUDA"
+else
+  expect_error "$T/chunk2.lua" "chunk2.lua:3:" "target_chunked_prefill_size must be 1..65536 rows, got 0"
+  "$BIN" run "$T/chunk3.lua" --dry-run >"$T/chunk3" 2>&1 || fail "chunked prefill dry-run: $(cat "$T/chunk3")"
+  grep -qE "target_chunked_prefill_size +256" "$T/chunk3" || fail "dry-run lacks the chunk size: $(cat "$T/chunk3")"
+fi
+
 # warm-up requests: untimed, unrecorded, announced by --dry-run; a negative count is an error
 cat >"$T/warm.lua" <<LUA
 local sm = require "specmoe"
@@ -305,8 +326,10 @@ grep -q "warm-up before arm 'only' repeat 0: 3 requests, 9 tokens (not recorded)
   || fail "the warm-up did not run 3 requests of 3 tokens: $(cat "$T/warmrun")"
 [ "$(sqlite3 "$T/warm.db" "SELECT target_weights || ',' || target_weights_seed FROM arms")" = "checkpoint,0" ] \
   || fail "arm weights column: $(sqlite3 "$T/warm.db" "SELECT target_weights, target_weights_seed FROM arms")"
-sqlite3 "$T/warm.db" "SELECT settings_json FROM arms" | grep -q weights \
-  && fail "default weights written into the arm JSON (experiments recorded before version 3 would not resume)"
+sqlite3 "$T/warm.db" "SELECT settings_json FROM arms" | grep -qE "weights|chunked" \
+  && fail "default weights or chunk size written into the arm JSON (older experiments would not resume)"
+[ "$(sqlite3 "$T/warm.db" "SELECT COALESCE(target_chunked_prefill_size, 'null') FROM arms")" = null ] \
+  || fail "unset chunk size not NULL: $(sqlite3 "$T/warm.db" "SELECT target_chunked_prefill_size FROM arms")"
 [ "$(sqlite3 "$T/warm.db" "SELECT COUNT(*) FROM requests")" = 4 ] \
   || fail "warm-up requests were recorded: $(sqlite3 "$T/warm.db" "SELECT COUNT(*) FROM requests") requests for 4 prompts"
 sed 's/warmup_requests = 3/warmup_requests = -1/' "$T/warm.lua" >"$T/warmbad.lua"
