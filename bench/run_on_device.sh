@@ -58,6 +58,13 @@ run() {
   note "$name: rc=$rc in $((SECONDS - t0))s (limit ${t}s)  $(grep -v '^$' "$LOGS/$name.log" | tail -1 | cut -c1-160)"
   return $rc
 }
+# run_as PREFIX LIMIT SETTING CMD...: run under one environment setting ("-": none), logged as PREFIX_SETTING
+run_as() {
+  local prefix=$1 limit=$2 setting=$3 envs=()
+  shift 3
+  [ "$setting" != - ] && envs=("$setting")
+  run "${prefix}_${setting//[^A-Za-z0-9]/_}" "$limit" env "${envs[@]}" "$@"
+}
 has() { case " $STAGES " in *" $1 "*) return 0 ;; esac; return 1; }
 find_tool() {
   local t
@@ -108,18 +115,14 @@ if has ab; then # same-call A/B of decode: AB_ENVS (settings for specmoe, "-" fo
     run decode_ab_base 90 "$BASE_BIN" bench decode --preset qwen3-30b-a3b --batch "$ab_batches" --steps 20 || status=1
   fi
   for setting in ${AB_ENVS:--}; do
-    envs=()
-    [ "$setting" != - ] && envs=("$setting")
-    run "decode_ab_${setting//[^A-Za-z0-9]/_}" 90 env "${envs[@]}" "$BUILD/specmoe" bench decode \
-      --preset qwen3-30b-a3b --batch "$ab_batches" --steps 20 || status=1
+    run_as decode_ab 90 "$setting" "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b --batch "$ab_batches" \
+      --steps 20 || status=1
   done
 fi
 if has prefill; then # end-to-end prefill of one long prompt, MoE prefill kernels compared (wgmma, mma.sync)
   for setting in - SPECMOE_MOE_PREFILL=mma; do
-    envs=()
-    [ "$setting" != - ] && envs=("$setting")
-    run "decode_prefill_${setting//[^A-Za-z0-9]/_}" 120 env "${envs[@]}" "$BUILD/specmoe" bench decode \
-      --preset qwen3-30b-a3b --prompt "${PREFILL_TOKENS:-4096}" --batch 1,2,4 --steps 5 || status=1
+    run_as decode_prefill 120 "$setting" "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b \
+      --prompt "${PREFILL_TOKENS:-4096}" --batch 1,2,4 --steps 5 || status=1
   done
 fi
 if has profile; then

@@ -45,18 +45,6 @@ __global__ void __launch_bounds__(QKR_WARPS * 32)
 
 /* ---- MoE combine + RMSNorm ----------------------------------------------------------------- */
 
-/* model_ops.cu's block_sum, repeated so the norm's reduction order is the same. */
-__device__ float block_sum(float v, float *shared32) {
-    v = sm_warp_sum(v);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
-    __syncthreads();
-    if (lane == 0) shared32[warp] = v;
-    __syncthreads();
-    float t = 0;
-    for (int w = 0; w < warps; w++) t += shared32[w];
-    return t;
-}
-
 /* One block per row, as many threads as sm_cuda_rmsnorm_f32 gives the row. The combine (whose
  * per-element sum does not depend on which thread does it) runs on 16-byte loads, 8 columns a
  * thread, and leaves the new row in shared memory; the sum of squares then walks the row with
@@ -111,7 +99,7 @@ __global__ void combine_rmsnorm_kernel(const __nv_bfloat16 *__restrict__ ys, int
     const float *src = row_smem ? row : xr;
     float ss = 0;
     for (int i = threadIdx.x; i < hidden; i += blockDim.x) ss += src[i] * src[i];
-    ss = block_sum(ss, red);
+    ss = sm_block_sum(ss, red);
     const float scale = 1.0f / sqrtf(ss / (float)hidden + eps);
     for (int i = threadIdx.x; i < hidden; i += blockDim.x)
         out[(size_t)r * hidden + i] = __float2bfloat16_rn((src[i] * scale) * bf(w[i]));

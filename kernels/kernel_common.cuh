@@ -62,6 +62,21 @@ __device__ __forceinline__ float sm_warp_sum(float v) {
     return v;
 }
 
+/* The sum of v over the block: warp sums, then the warp totals added in warp order by every
+ * thread (so every thread gets the same value, and callers that must match each other bit for
+ * bit — rmsnorm and the norms fused into other kernels — share this one order). shared32: 32
+ * floats of shared scratch, reusable right after the call. */
+__device__ __forceinline__ float sm_block_sum(float v, float *shared32) {
+    v = sm_warp_sum(v);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+    __syncthreads(); /* shared32 may still be read from a previous call */
+    if (lane == 0) shared32[warp] = v;
+    __syncthreads();
+    float t = 0;
+    for (int w = 0; w < warps; w++) t += shared32[w];
+    return t;
+}
+
 /* One warp, one attention head of hd (even, <= 256) fp32 values at src: RMS-normalised and
  * scaled by w (head_rmsnorm_kernel's arithmetic; w NULL: no norm), then rotated by RoPE at
  * position p (rope_kernel's: rotate-half, inv_freq from theta in double), into dst (fp32; may be

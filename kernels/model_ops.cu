@@ -8,18 +8,6 @@ namespace {
 
 __device__ __forceinline__ float bf(const __nv_bfloat16 v) { return __bfloat162float(v); }
 
-/* Sum over a block of up to 1024 threads; every thread gets the result. */
-__device__ float block_sum(float v, float *shared32) {
-    v = sm_warp_sum(v);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
-    __syncthreads(); /* shared32 may still be read from a previous call */
-    if (lane == 0) shared32[warp] = v;
-    __syncthreads();
-    float t = 0;
-    for (int w = 0; w < warps; w++) t += shared32[w];
-    return t;
-}
-
 __global__ void embed_kernel(const __nv_bfloat16 *__restrict__ embed, const int *__restrict__ tokens,
                              float *__restrict__ x, int rows, int hidden) {
     sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
@@ -40,7 +28,7 @@ __global__ void rmsnorm_kernel(const float *x, const int *__restrict__ src, cons
     const float *xr = x + (size_t)(src ? src[r] : r) * dim;
     float ss = 0;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
-    ss = block_sum(ss, red);
+    ss = sm_block_sum(ss, red);
     const float scale = 1.0f / sqrtf(ss / (float)dim + eps);
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
         const float v = (xr[i] * scale) * bf(w[i]);
