@@ -13,9 +13,10 @@
 #   ab       decode A/B in one call: specmoe under each of AB_ENVS (e.g. "- SPECMOE_MOE_DECODE=simt"),
 #            and BASE_BIN (another build's specmoe, e.g. the previous commit's) when given; AB_BATCHES
 #   prefill  bench decode after PREFILL_TOKENS-token prompts (default 4096): its prefill line, with
-#            the default MoE prefill kernel and with SPECMOE_MOE_PREFILL=mma
+#            the default MoE prefill kernel and with SPECMOE_MOE_PREFILL=mma, then with each
+#            --chunked-prefill-size of PREFILL_CHUNKS (e.g. "1024 4096")
 #   profile  Nsight Compute kernel durations of one eager batch-1 step of a PROFILE_LAYERS-layer cut
-#   layer    specmoe bench moe-layer, both presets
+#   layer    specmoe bench moe-layer, both presets (LAYER_ARGS: more options, e.g. --regimes)
 #   peers    bench/peer_grouped_mm.py on the same points
 #   hf       bench/peer_hf_decode.py (transformers' decode settings)
 #   exp      the GPU experiments (experiments/gpu_spec.lua, experiments/qwen3_30b_runners.lua) into
@@ -91,7 +92,8 @@ if has tests; then
         [ -x "$t" ] || continue
         args=()
         [ "$(basename "$t")" = test_gpu_fused_ops ] && args=(--no-bench) # its timing loops only cost sanitizer time
-        run "${tool}_$(basename "$t")" 120 "$cs" --tool "$tool" --error-exitcode 9 "$t" "${args[@]}" || status=1
+        # racecheck of test_gpu_kernels took ~130 s on an H200
+        run "${tool}_$(basename "$t")" "$([ "$tool" = racecheck ] && echo 200 || echo 120)" "$cs" --tool "$tool" --error-exitcode 9 "$t" "${args[@]}" || status=1
         note "  $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$LOGS/${tool}_$(basename "$t").log" | tail -1)"
       done
     done
@@ -124,6 +126,10 @@ if has prefill; then # end-to-end prefill of one long prompt, MoE prefill kernel
     run_as decode_prefill 120 "$setting" "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b \
       --prompt "${PREFILL_TOKENS:-4096}" --batch 1,2,4 --steps 5 || status=1
   done
+  for chunk in ${PREFILL_CHUNKS:-}; do # other --chunked-prefill-size values than the default 512
+    run "decode_prefill_chunk_$chunk" 120 "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b \
+      --prompt "${PREFILL_TOKENS:-4096}" --batch 1,2 --steps 5 --chunked-prefill-size "$chunk" || status=1
+  done
 fi
 if has profile; then
   ncu=$(find_tool ncu)
@@ -138,7 +144,8 @@ if has profile; then
 fi
 if has layer; then
   for preset in qwen3-30b-a3b mixtral-8x7b; do
-    run "layer_$preset" 60 "$BUILD/specmoe" bench moe-layer --preset "$preset" --tokens "$TOKENS" || status=1
+    # shellcheck disable=SC2086 # LAYER_ARGS: extra options, e.g. "--runners cuda --regimes auto,prefill-wgmma"
+    run "layer_$preset" 90 "$BUILD/specmoe" bench moe-layer --preset "$preset" --tokens "$TOKENS" ${LAYER_ARGS:-} || status=1
   done
 fi
 if has peers; then

@@ -321,17 +321,22 @@ int decode_tile(const sm_moe_grouped_args *a, int K) {
     return t;
 }
 
-/* AUTO's choice, from `specmoe bench moe-layer --regimes ...` on an H100 (bench/RESULTS.md):
+/* AUTO's choice, from `specmoe bench moe-layer --regimes ...` (bench/RESULTS.md):
  * - fewer assignments than experts (under one token per expert on average): the SIMT decode
  *   kernel, whose one-warp-per-column streaming wins when an expert sees one token (Qwen3 shape
  *   at 1-8 tokens, Mixtral at 1-2);
- * - from one token per expert up to DECODE_MMA_AUTO_MAX: decode-mma, which reads each weight
- *   once for all of an expert's tokens (Mixtral 4-64 tokens: 656-1100 us against 938-1658 us;
- *   Qwen3 16-64 tokens: 344-465 us against 401-603 us);
- * - beyond: the tensor-core prefill tiles — prefill-wgmma when allowed (H200, 4096 tokens: Qwen3
- *   427 TFLOP/s against prefill-mma's 194, Mixtral 527 against 222), else prefill-mma where the
- *   shape allows. */
-constexpr int DECODE_MMA_AUTO_MAX = 16;
+ * - from one token per expert: decode-mma, which reads each weight once for all of an expert's
+ *   tokens, up to a few tokens per expert, then the tensor-core prefill tiles — prefill-wgmma
+ *   when allowed (H200, 4096 tokens: Qwen3 427 TFLOP/s against prefill-mma's 194, Mixtral 527
+ *   against 222), else prefill-mma where the shape allows.
+ * Where decode-mma hands over depends on the experts' size (H200, session 6): small experts
+ * (Qwen3, 3 MB a matrix) give decode-mma few CTAs per expert, and prefill-wgmma's whole tiles
+ * stream faster from 2 tokens per expert (32 tokens: 347 against 373 us; 128: 336 against 447);
+ * large ones (Mixtral, 117 MB) keep decode-mma ahead up to 8 (32 tokens: 865 against 1160 us;
+ * 64 tokens, 16 per expert: 929 against 883). Without prefill-wgmma (before sm_90a) decode-mma
+ * beats prefill-mma up to 16 (H100: Mixtral 4-64 tokens 656-1100 us against 938-1658). */
+constexpr int DECODE_MMA_AUTO_MAX = 16, DECODE_MMA_WGMMA_MAX_SMALL = 1, DECODE_MMA_WGMMA_MAX_LARGE = 8;
+constexpr size_t SMALL_EXPERT_MATRIX_BYTES = (size_t)16 << 20;
 
 /* K: reduction length, N: output columns of the projection. */
 sm_moe_regime pick(const sm_moe_grouped_args *a, int K, int N) {
@@ -342,12 +347,18 @@ sm_moe_regime pick(const sm_moe_grouped_args *a, int K, int N) {
     default: return a->regime;
     }
     const int expected = expected_per_expert(a);
-    if ((a->auto_allow & SM_MOE_ALLOW_DECODE_MMA) && a->n_assign >= a->num_experts && expected <= DECODE_MMA_AUTO_MAX)
-        return SM_MOE_REGIME_DECODE_MMA;
+    const bool wgmma = a->auto_allow & SM_MOE_ALLOW_PREFILL_WGMMA;
+    if (a->n_assign >= a->num_experts) {
+        /* one size for both projections, so gate_up and down hand over at the same point */
+        const bool small = (size_t)a->hidden * a->ffn * 2 <= SMALL_EXPERT_MATRIX_BYTES;
+        const int dmma_max = !wgmma ? DECODE_MMA_AUTO_MAX : small ? DECODE_MMA_WGMMA_MAX_SMALL : DECODE_MMA_WGMMA_MAX_LARGE;
+        if ((a->auto_allow & SM_MOE_ALLOW_DECODE_MMA) && expected <= dmma_max) return SM_MOE_REGIME_DECODE_MMA;
+        if (wgmma) return SM_MOE_REGIME_PREFILL_WGMMA;
+    }
     /* Decode re-reads an expert's weights once per tile of T tokens; past one tile the
      * tensor-core tiles (64 tokens per weight read) win. */
     if (expected <= decode_tile(a, K)) return SM_MOE_REGIME_DECODE;
-    if (a->auto_allow & SM_MOE_ALLOW_PREFILL_WGMMA) return SM_MOE_REGIME_PREFILL_WGMMA;
+    if (wgmma) return SM_MOE_REGIME_PREFILL_WGMMA;
     if ((a->auto_allow & SM_MOE_ALLOW_PREFILL_MMA) && sm_moe_mma::prefill_accepts(K, N))
         return SM_MOE_REGIME_PREFILL_MMA;
     return SM_MOE_REGIME_PREFILL;

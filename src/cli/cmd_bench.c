@@ -49,7 +49,7 @@ static int bench_moe_layer(int argc, char **argv) {
         {"tokens", SM_ARG_STRING, &tokens_text, "token counts, e.g. 1,8,64,4096"},
         {"runners", SM_ARG_STRING, &runners_text, "GPU MoE runner backends (cublaslt,cuda)"},
         {"regimes", SM_ARG_STRING, &regimes_text,
-         "`cuda` kernel regimes, each timed: auto,decode,prefill,decode-mma,prefill-mma (default: auto)"},
+         "`cuda` kernel regimes, each timed: auto,decode,prefill,decode-mma,prefill-mma,prefill-wgmma (default: auto)"},
         {"iters", SM_ARG_INT, &iters, "timed replays per point (median reported)"},
         {"warmup", SM_ARG_INT, &warmup, "untimed replays first"},
         {"seed", SM_ARG_INT, &seed, "seed of weights and routing"},

@@ -65,7 +65,7 @@ int sm_cmd_bench_decode(int argc, char **argv) {
         {"warmup", SM_ARG_INT, &warmup, "untimed steps first (default 3)"},
         {"moe-runner-backend", SM_ARG_STRING, &runner, "MoE runner backend: cuda (auto) or cublaslt"},
         {"eager", SM_ARG_FLAG, &eager, "no CUDA graphs"},
-        {"chunked-prefill-size", SM_ARG_INT, &chunk, "rows per forward pass; longer prompts run in pieces (default 512)"},
+        {"chunked-prefill-size", SM_ARG_INT, &chunk, "rows per forward pass; longer prompts run in pieces (default 4096)"},
         {"speculative-algorithm", SM_ARG_STRING, &drafter, "also decode speculatively: model | ngram | self (first half of the layers)"},
         {"speculative-draft-model-path", SM_ARG_STRING, &draft_dir, "draft checkpoint for --speculative-algorithm model"},
         {"num-speculative-tokens", SM_ARG_INT, &k, "k, drafts per step (default 4)"},

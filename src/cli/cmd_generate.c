@@ -129,7 +129,7 @@ int sm_cmd_generate(int argc, char **argv) {
         {"device", SM_ARG_STRING, &o.device, "cpu | cuda: where target and draft run (default cpu)"},
         {"weights", SM_ARG_STRING, &o.weights, "checkpoint | random (random: only config.json is read; needs --device cuda)"},
         {"eager", SM_ARG_FLAG, &o.eager, "with --device cuda: no CUDA graphs (every step launched kernel by kernel)"},
-        {"chunked-prefill-size", SM_ARG_INT, &o.chunk, "with --device cuda: rows per forward pass of the target (default 512)"},
+        {"chunked-prefill-size", SM_ARG_INT, &o.chunk, "with --device cuda: rows per forward pass of the target (default 4096)"},
         {"moe-runner-backend", SM_ARG_STRING, &o.runner, "MoE runner backend (default auto)"},
         {"dtype", SM_ARG_STRING, &o.dtype, "expert weight dtype: auto | f32 | bf16 | ... as the runner takes (default auto)"},
         {"threads", SM_ARG_INT, &o.threads, "CPU threads (default: all cores)"},

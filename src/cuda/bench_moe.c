@@ -291,7 +291,7 @@ sm_status sm_bench_moe_layer(const sm_bench_moe_opts *o, sm_error *err) {
         if ((regimes[i] = sm_moe_regime_parse(o->regimes[i])) < 0) {
             free(regimes);
             return sm_fail(err, SM_EINVAL, "bench moe-layer: unknown regime '%s' (auto, decode, prefill, decode-mma, "
-                           "prefill-mma)", o->regimes[i]);
+                           "prefill-mma, prefill-wgmma)", o->regimes[i]);
         }
     const sm_runner_backend **backends = calloc((size_t)o->n_runners, sizeof *backends);
     if (!backends) return sm_fail(err, SM_ENOMEM, "bench moe-layer");

@@ -18,7 +18,7 @@ typedef struct sm_bench_moe_opts {
     const char *const *runners;     /* runner backend names */
     int n_runners;
     const char *const *regimes;     /* `cuda` kernel regimes to time each point with ("auto",
-                                       "decode", "prefill", "decode-mma", "prefill-mma"); none:
+                                       "decode", "prefill", "decode-mma", "prefill-mma", "prefill-wgmma"); none:
                                        auto only, and the table keeps its narrow regime column */
     int n_regimes;
     int iters, warmup;

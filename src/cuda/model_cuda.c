@@ -114,7 +114,7 @@ static size_t ws_layout(sm_model_dev *m, char *base) {
     m->qkv = wcarve(&w, R * qkv * 4);
     m->gu = wcarve(&w, R * 2 * F * 2);
     m->act = wcarve(&w, R * F * 2);
-    m->logits = wcarve(&w, R * (size_t)c->vocab_size * 4);
+    m->logits = wcarve(&w, (size_t)sm_cuda_logit_rows(m->w->chunk_rows) * c->vocab_size * 4);
     m->attn_split_bytes = sm_cuda_attention_split_bytes(c->num_heads, c->head_dim);
     m->attn_split = wcarve(&w, m->attn_split_bytes);
     if (E) {
@@ -586,8 +586,10 @@ static sm_status dev_forward(sm_model_dev *m, const sm_row *rows, int n_rows, co
         SM_TRY(sample_reserve(m, sp, total_logits, &sb, err));
     }
     long logits_done = 0;
-    for (int start = 0; start < n_rows; start += chunk) {
-        int n = n_rows - start < chunk ? n_rows - start : chunk, n_logits = 0;
+    for (int start = 0, n = 0; start < n_rows; start += n) {
+        /* a prompt piece gets a pass of its own: the prefill attention kernel */
+        n = sm_rows_next_pass(rows, n_rows, start, chunk, sm_cuda_logit_rows(m->w->chunk_rows), PROMPT_RUN_MIN_ROWS);
+        int n_logits = 0;
         int *tokens = m->h_rows, *seqs = tokens + m->w->chunk_rows, *pos = seqs + m->w->chunk_rows;
         int *logit_rows = pos + m->w->chunk_rows;
         int max_len = 0;
@@ -618,7 +620,7 @@ static sm_status dev_forward(sm_model_dev *m, const sm_row *rows, int n_rows, co
         logits_done += n_logits;
         /* the one synchronisation of a step: logits are ready, the pinned row table is free again
          * (when sampling, the last chunk's wait is the one after the sampling below) */
-        if (!sp || start + chunk < n_rows)
+        if (!sp || start + n < n_rows)
             SM_TRY(sm_cuda_check(cudaStreamSynchronize(m->stream), err, "GPU model: forward of %d rows", n));
     }
     if (!sp) return SM_OK;

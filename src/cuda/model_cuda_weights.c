@@ -75,7 +75,7 @@ size_t sm_cuda_model_workspace_bytes(const sm_model_config *c, const sm_runner_b
     size_t b = 0;
     b += R * H * 4 + R * H * 2 + R * qd * 2 + R * qkv_rows(c) * 4;      /* x, h, attention out, qkv */
     b += R * 2 * F * 2 + R * F * 2;                                     /* dense / shared MLP */
-    b += (size_t)R * c->vocab_size * 4;                                 /* logits */
+    b += (size_t)sm_cuda_logit_rows(chunk_rows) * c->vocab_size * 4;    /* logits */
     b += sm_cuda_attention_split_bytes(c->num_heads, c->head_dim);      /* split-context attention */
     if (E) {
         b += R * E * 4 + 2 * A * 4 + (E + 1) * 4 + 3 * A * 4 + R * 4; /* router, top-k, permutation, gate */

@@ -21,7 +21,7 @@ typedef struct sm_model_settings {
     char *device;             /* "cpu" or "cuda" (sm_model_opts.device) */
     char *weights;            /* "checkpoint" or "random" (sm_model_opts.random_weights; cuda only) */
     int64_t weights_seed;     /* seed of random weights */
-    int chunked_prefill_size; /* rows per GPU forward pass (sm_model_opts); 0 = unset: 512 */
+    int chunked_prefill_size; /* rows per GPU forward pass (sm_model_opts); 0 = unset: 4096 */
 } sm_model_settings;
 
 typedef struct sm_arm {

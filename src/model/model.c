@@ -535,6 +535,30 @@ static sm_status device_forward(sm_model *m, const sm_row *rows, int n_rows, con
 
 bool sm_model_samples_on_device(const sm_model *m) { return m->device && m->device->samples; }
 
+/* Rows from `start` on that run one sequence at consecutive positions, up to `cap`. */
+static int run_length(const sm_row *rows, int n_rows, int start, int cap) {
+    int n = 1;
+    while (n < cap && start + n < n_rows && rows[start + n].seq == rows[start].seq &&
+           rows[start + n].pos == rows[start].pos + n)
+        n++;
+    return n;
+}
+
+int sm_rows_next_pass(const sm_row *rows, int n_rows, int start, int max_rows, int max_logit_rows,
+                      int prompt_min_rows) {
+    int n = 0, n_logits = 0;
+    while (start + n < n_rows && n < max_rows) {
+        const int run = run_length(rows, n_rows, start + n, max_rows - n);
+        if (run >= prompt_min_rows && n > 0) break; /* the prompt piece starts the next pass */
+        int take = 0;
+        while (take < run && !(rows[start + n + take].want_logits && n_logits == max_logit_rows))
+            n_logits += rows[start + n + take++].want_logits;
+        n += take;
+        if (take < run || run >= prompt_min_rows) break;
+    }
+    return n;
+}
+
 sm_status sm_model_forward(sm_model *m, const sm_row *rows, int n_rows, const sm_forward_opts *fo, float *logits,
                            sm_error *err) {
     if (fo && fo->sample && !sm_model_samples_on_device(m))

@@ -28,10 +28,10 @@ typedef struct sm_model_opts {
     uint64_t seed;                  /* of the random weights */
     bool eager;                     /* cuda: launch every step kernel by kernel, no CUDA graphs (A/B) */
     int chunked_prefill_size;       /* cuda: rows per forward pass (SGLang's --chunked-prefill-size);
-                                       a longer batch runs in pieces. 0 = 512. Larger pieces read
+                                       a longer batch runs in pieces. 0 = 4096. Larger pieces read
                                        the MoE experts' weights fewer times per prompt and cost
-                                       workspace (logits of every row: rows x vocab x 4 bytes).
-                                       Fixed when the weights load. */
+                                       workspace (activations of every row). Fixed when the
+                                       weights load. */
 } sm_model_opts;
 
 /* One row of a forward batch. Rows of the same sequence must have consecutive positions
@@ -93,6 +93,14 @@ const sm_tokenizer *sm_model_tokenizer(const sm_model *m); /* NULL when the chec
 const char *sm_model_dir(const sm_model *m);
 int sm_model_max_seqs(const sm_model *m);
 int sm_model_max_context(const sm_model *m);
+
+/* How many rows from `start` a device's next forward pass takes: at most max_rows, and at most
+ * max_logit_rows rows that want logits. A run of prompt_min_rows or more rows of one sequence at
+ * consecutive positions (a prompt piece) gets a pass of its own, so a device can give it its
+ * prefill kernels; shorter runs (decode and verification rows, short prompts) share passes.
+ * At least one row while start < n_rows (max_rows, max_logit_rows >= 1). */
+int sm_rows_next_pass(const sm_row *rows, int n_rows, int start, int max_rows, int max_logit_rows,
+                      int prompt_min_rows);
 
 /* logits: [number of rows with want_logits][vocab], in row order. */
 sm_status sm_model_forward(sm_model *m, const sm_row *rows, int n_rows, const sm_forward_opts *fo,

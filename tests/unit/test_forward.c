@@ -147,7 +147,58 @@ static bool expected_for(const char *root, const char *name, char *path, size_t 
     return file_exists(path);
 }
 
+/* Passes sm_rows_next_pass cuts rows into, written as "n,n,...". */
+static void passes(const sm_row *rows, int n_rows, int max_rows, int max_logits, char *out, size_t cap) {
+    size_t used = 0;
+    out[0] = '\0';
+    for (int start = 0, n; start < n_rows && used < cap; start += n) {
+        n = sm_rows_next_pass(rows, n_rows, start, max_rows, max_logits, 128);
+        used += (size_t)snprintf(out + used, cap - used, "%s%d", start ? "," : "", n);
+        if (n < 1) break;
+    }
+}
+
+/* Append a run of one sequence's rows at consecutive positions; logits on its last row or all. */
+static int add_run(sm_row *rows, int at, int seq, int len, bool all_logits) {
+    for (int i = 0; i < len; i++)
+        rows[at + i] = (sm_row){.seq = seq, .token = 1, .pos = i, .want_logits = all_logits || i == len - 1};
+    return at + len;
+}
+
+static void test_next_pass(void) {
+    static sm_row rows[1000];
+    char got[256];
+    int n = add_run(rows, 0, 0, 300, false); /* one long prompt: pieces of max_rows */
+    passes(rows, n, 128, 64, got, sizeof got);
+    CHECK(!strcmp(got, "128,128,44"), "long prompt in 128-row passes: %s", got);
+    passes(rows, n, 4096, 1, got, sizeof got);
+    CHECK(!strcmp(got, "300"), "long prompt in one pass: %s", got);
+    n = 0; /* eight decode rows, then a prompt: the prompt gets its own pass */
+    for (int s = 0; s < 8; s++) n = add_run(rows, n, s, 1, true);
+    n = add_run(rows, n, 8, 200, false);
+    passes(rows, n, 4096, 512, got, sizeof got);
+    CHECK(!strcmp(got, "8,200"), "decode rows, then a prompt: %s", got);
+    n = 0; /* short prompts of three sequences share a pass */
+    for (int s = 0; s < 3; s++) n = add_run(rows, n, s, 50, false);
+    passes(rows, n, 4096, 512, got, sizeof got);
+    CHECK(!strcmp(got, "150"), "short prompts: %s", got);
+    n = 0; /* verification rows of five sequences (logits on every row), four logits rows a pass */
+    for (int s = 0; s < 5; s++) n = add_run(rows, n, s, 2, true);
+    passes(rows, n, 4096, 4, got, sizeof got);
+    CHECK(!strcmp(got, "4,4,2"), "logits cap: %s", got);
+    n = 0; /* a prompt that the row cap cuts short joins the pass in front of it */
+    for (int s = 0; s < 100; s++) n = add_run(rows, n, s, 1, true);
+    n = add_run(rows, n, 100, 200, false);
+    passes(rows, n, 128, 512, got, sizeof got);
+    CHECK(!strcmp(got, "128,128,44"), "prompt cut by the row cap: %s", got);
+    /* a prompt from a later position (second chunk of a prompt) is still one run */
+    for (int i = 0; i < 200; i++) rows[i] = (sm_row){.seq = 3, .token = 1, .pos = 100 + i, .want_logits = i == 199};
+    passes(rows, 200, 4096, 512, got, sizeof got);
+    CHECK(!strcmp(got, "200"), "prompt from position 100: %s", got);
+}
+
 int main(void) {
+    test_next_pass();
     const char *root = "tests/fixtures/models";
     DIR *d = opendir(root);
     CHECK(d != NULL, "no fixture directory %s (make it with tests/fixtures/gen/make_fixtures.py)", root);
