@@ -16,8 +16,6 @@
 #            the default MoE prefill kernel and with SPECMOE_MOE_PREFILL=mma, then with each
 #            --chunked-prefill-size of PREFILL_CHUNKS (e.g. "1024 4096")
 #   profile  Nsight Compute kernel durations of one eager batch-1 step of a PROFILE_LAYERS-layer cut
-#   timeline Nsight Systems trace of graphed batch-1 steps of that cut: kernels as the graph ran
-#            them, overlap included (bench/nsys_timeline.py)
 #   layer    specmoe bench moe-layer, both presets (LAYER_ARGS: more options, e.g. --regimes)
 #   peers    bench/peer_grouped_mm.py on the same points
 #   hf       bench/peer_hf_decode.py (transformers' decode settings)
@@ -72,8 +70,7 @@ has() { case " $STAGES " in *" $1 "*) return 0 ;; esac; return 1; }
 find_tool() {
   local t
   t=$(command -v "$1" 2>/dev/null)
-  for d in /usr/local/cuda/bin /usr/local/cuda-*/bin /opt/nvidia/*/bin /opt/nvidia/nsight-compute/* \
-    /usr/local/cuda*/nsight-systems*/bin /opt/nvidia/nsight-systems/*/bin; do
+  for d in /usr/local/cuda/bin /usr/local/cuda-*/bin /opt/nvidia/*/bin /opt/nvidia/nsight-compute/*; do
     [ -z "$t" ] && [ -x "$d/$1" ] && t="$d/$1"
   done
   echo "$t"
@@ -145,19 +142,6 @@ if has profile; then
     note "ncu: not found"
   fi
 fi
-if has timeline; then # kernels as the graph runs them (PDL overlap included), one batch-1 step
-  nsys=$(find_tool nsys)
-  if [ -n "$nsys" ]; then
-    run timeline_nsys 150 "$nsys" profile --cuda-graph-trace=node --force-overwrite true -o "$LOGS/tl" \
-      "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b --layers "$PROFILE_LAYERS" --batch 1 --warmup 3 --steps 5
-    run timeline_stats 90 "$nsys" stats --report cuda_gpu_trace --format csv --force-export true --output "$LOGS/tl" \
-      "$LOGS/tl.nsys-rep"
-    rm -f "$LOGS/tl.nsys-rep" "$LOGS/tl.sqlite"
-    run timeline_summary 30 python3 bench/nsys_timeline.py "$LOGS/tl_cuda_gpu_trace.csv" --last "${TIMELINE_LAST:-40}"
-  else
-    note "nsys: not found"
-  fi
-fi
 if has layer; then
   for preset in qwen3-30b-a3b mixtral-8x7b; do
     # shellcheck disable=SC2086 # LAYER_ARGS: extra options, e.g. "--runners cuda --regimes auto,prefill-wgmma"
@@ -191,7 +175,7 @@ if has hf; then
   run hf_decode "${HF_LIMIT:-240}" python3 bench/peer_hf_decode.py ${HF_ARGS:-} || true
 fi
 note "total: $((SECONDS - start))s of ${BUDGET}s; exit status $status"
-for f in "$LOGS"/decode_*.log "$LOGS"/profile_summary.log "$LOGS"/timeline_summary.log "$LOGS"/layer_*.log "$LOGS"/peer_*.log "$LOGS"/hf_*.log \
+for f in "$LOGS"/decode_*.log "$LOGS"/profile_summary.log "$LOGS"/layer_*.log "$LOGS"/peer_*.log "$LOGS"/hf_*.log \
   "$LOGS"/report_*.log; do
   [ -s "$f" ] && { echo; echo "== $(basename "$f")"; cat "$f"; } >> "$summary"
 done
