@@ -137,29 +137,53 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
                 vf[p][i] = ok ? __bfloat162float(vt[d]) : 0.0f;
             }
         }
+        /* The step's G x ATTN_POS scores, each summed over the warp's dims in one multi-sum
+         * (31 shuffles for 32 scores, where a warp sum each took 160), after which each lane
+         * holds one score (REP neighbouring lanes the same one) and takes its exp; the weights
+         * then reach every lane by one shuffle each. Per head, the positions of a step are
+         * REP * ATTN_POS consecutive lanes. The grouped kernel (G = 8) was bound by issuing those
+         * shuffles and exps at its one CTA an SM: H200, Qwen3-30B shape at 2048 positions,
+         * batch 1 4.44 -> 4.25 ms a step, batch 8 20.0 -> 17.8. */
+        constexpr int ITEMS = G * ATTN_POS, REP = 32 / ITEMS, SPAN = REP * ATTN_POS;
+        float part[ITEMS];
 #pragma unroll
-        for (int j = 0; j < G; j++) {
-            float sc[ATTN_POS], m_new = m[j];
+        for (int j = 0; j < G; j++)
 #pragma unroll
             for (int p = 0; p < ATTN_POS; p++) {
                 float dot = 0.0f;
 #pragma unroll
                 for (int i = 0; i < NPER; i++) dot += qv[j][i] * kf[p][i];
-                sc[p] = t0 + p < t_end ? sm_warp_sum(dot) : -INFINITY;
-                m_new = fmaxf(m_new, sc[p]);
+                part[j * ATTN_POS + p] = dot;
             }
-            const float corr = expf(m[j] - m_new);
-            l[j] *= corr;
+        const int item = lane / REP, my_j = item / ATTN_POS;
+        float sc = sm_warp_multi_sum(part);
+        if (t0 + item % ATTN_POS >= t_end) sc = -INFINITY;
+        float step_max = sc;
+#pragma unroll
+        for (int o = REP; o < SPAN; o <<= 1) step_max = fmaxf(step_max, __shfl_xor_sync(0xffffffffu, step_max, o));
+        float m_new[G];
+#pragma unroll
+        for (int j = 0; j < G; j++) m_new[j] = fmaxf(m[j], __shfl_sync(0xffffffffu, step_max, j * SPAN));
+        float my_m = m_new[0];
+#pragma unroll
+        for (int j = 1; j < G; j++) my_m = j == my_j ? m_new[j] : my_m;
+        const float e = expf(sc - my_m); /* 0 past the last position; position t0 always counts */
+        float step_sum = e;
+#pragma unroll
+        for (int o = REP; o < SPAN; o <<= 1) step_sum += __shfl_xor_sync(0xffffffffu, step_sum, o);
+#pragma unroll
+        for (int j = 0; j < G; j++) {
+            const float corr = expf(m[j] - m_new[j]);
+            l[j] = l[j] * corr + __shfl_sync(0xffffffffu, step_sum, j * SPAN);
 #pragma unroll
             for (int i = 0; i < NPER; i++) acc[j][i] *= corr;
 #pragma unroll
             for (int p = 0; p < ATTN_POS; p++) {
-                const float e = expf(sc[p] - m_new); /* 0 past the last position */
-                l[j] += e;
+                const float w = __shfl_sync(0xffffffffu, e, (j * ATTN_POS + p) * REP);
 #pragma unroll
-                for (int i = 0; i < NPER; i++) acc[j][i] += e * vf[p][i];
+                for (int i = 0; i < NPER; i++) acc[j][i] += w * vf[p][i];
             }
-            m[j] = m_new;
+            m[j] = m_new[j];
         }
     }
 #pragma unroll

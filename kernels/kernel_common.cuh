@@ -62,6 +62,31 @@ __device__ __forceinline__ float sm_warp_sum(float v) {
     return v;
 }
 
+/* N partial sums per lane (N a power of two up to 32) each summed over the warp at once: at
+ * every butterfly level a lane keeps half of its values and trades the other half with its
+ * partner, so 32 sums take 31 shuffles instead of 5 each. Returns, in lane L, the total of item
+ * L / (32 / N) (for N = 32 lane L holds item L). v is overwritten. */
+template <int N>
+__device__ __forceinline__ float sm_warp_multi_sum(float (&v)[N]) {
+    static_assert(N >= 1 && N <= 32 && (N & (N - 1)) == 0, "N: a power of two up to 32");
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int level = 0; level < 5; level++) {
+        const int o = 16 >> level, half = N >> (level + 1); /* values kept after this level */
+        if (half >= 1) {
+            const bool upper = lane & o;
+#pragma unroll
+            for (int i = 0; i < half; i++) {
+                const float send = upper ? v[i] : v[i + half], keep = upper ? v[i + half] : v[i];
+                v[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+            }
+        } else {
+            v[0] += __shfl_xor_sync(0xffffffffu, v[0], o);
+        }
+    }
+    return v[0];
+}
+
 /* The sum of v over the block: warp sums, then the warp totals added in warp order by every
  * thread (so every thread gets the same value, and callers that must match each other bit for
  * bit — rmsnorm and the norms fused into other kernels — share this one order). shared32: 32
