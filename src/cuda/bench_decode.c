@@ -172,37 +172,47 @@ sm_status sm_bench_decode(const sm_bench_decode_opts *o, sm_error *err) {
             o->label, c->arch_name, c->num_layers, total / 1e9, active / 1e9, o->random_weights ? "random" : "checkpoint",
             o->runner ? o->runner : "auto", o->eager ? "eager" : "CUDA graphs", prop.name);
     fprintf(o->out, "# copy bandwidth %.0f GB/s (D2D, read+write); load %.1f s; prompt %d tokens per sequence; "
-            "median of %d steps after %d warm-up\n", copy_bw / 1e9, t_load, o->prompt, o->steps, o->warmup);
+            "median of %d steps after %d warm-up; %s\n", copy_bw / 1e9, t_load, o->prompt, o->steps, o->warmup,
+            o->host_logits ? "every row's logits copied to the host" : "greedy ids sampled on the device and fed back");
     fprintf(o->out, "%6s %10s %12s %10s %12s %10s\n", "batch", "ms/step", "tokens/s", "GB/step", "roofline ms", "of roofline");
     float *logits = NULL;
     sm_row *rows = NULL;
     double *times = NULL, *prefill = NULL;
+    int *next = NULL; /* greedy ids of a step's rows, fed back as the next step's tokens */
     int n_prefill = 0, total_seqs = 0;
     for (int bi = 0; bi < o->n_batches; bi++) total_seqs += o->batches[bi];
-    sm_status s = sm_alloc((void **)&logits, (size_t)(o->prompt > max_batch ? o->prompt : max_batch) * V * sizeof(float),
-                           "bench logits", err);
+    sm_forward_sample greedy = {.temperature = 0.0f};
+    const sm_forward_opts device_sampling = {.sample = &greedy};
+    const sm_forward_opts *fo = o->host_logits ? NULL : &device_sampling;
+    sm_status s = sm_alloc((void **)&next, (size_t)max_batch * sizeof *next, "bench ids", err);
+    if (!s && o->host_logits)
+        s = sm_alloc((void **)&logits, (size_t)max_batch * V * sizeof(float), "bench logits", err);
     if (!s) s = sm_alloc((void **)&rows, (size_t)(o->prompt > max_batch ? o->prompt : max_batch) * sizeof *rows, "rows", err);
     if (!s) s = sm_alloc((void **)&times, (size_t)o->steps * sizeof *times, "times", err);
     if (!s) s = sm_alloc((void **)&prefill, (size_t)total_seqs * sizeof *prefill, "prefill times", err);
     for (int bi = 0; bi < o->n_batches && !s; bi++) {
         int B = o->batches[bi];
-        /* fresh sequences: prefill each (timed: the forward returns the last row's logits to the
-         * host, so it has finished), then decode B rows per step */
+        /* fresh sequences: prefill each (timed: the forward returns the first token, or the last
+         * row's logits, to the host, so it has finished), then decode B rows per step */
         for (int q = 0; q < B && !s; q++) {
             s = sm_model_truncate(m, q, 0, err);
             for (int i = 0; i < o->prompt && !s; i++)
                 rows[i] = (sm_row){.seq = q, .token = prompt_token(i, q, V),
                                    .pos = i, .want_logits = i == o->prompt - 1};
+            greedy.tokens = next + q;
             double t0 = now_s();
-            if (!s) s = sm_model_forward(m, rows, o->prompt, NULL, logits, err);
+            if (!s) s = sm_model_forward(m, rows, o->prompt, fo, logits, err);
             if (!s) prefill[n_prefill++] = now_s() - t0;
         }
+        greedy.tokens = next;
         for (int step = 0; step < o->warmup + o->steps && !s; step++) {
-            for (int q = 0; q < B; q++)
-                rows[q] = (sm_row){.seq = q, .token = (int)((31u * (unsigned)step + 7u * (unsigned)q + 3u) % (unsigned)V),
+            for (int q = 0; q < B; q++) /* with host logits, a fixed token pattern stands in for the ids */
+                rows[q] = (sm_row){.seq = q,
+                                   .token = o->host_logits ? (int)((31u * (unsigned)step + 7u * (unsigned)q + 3u) % (unsigned)V)
+                                                           : next[q],
                                    .pos = o->prompt + step, .want_logits = true};
             double t0 = now_s();
-            s = sm_model_forward(m, rows, B, NULL, logits, err);
+            s = sm_model_forward(m, rows, B, fo, logits, err);
             if (step >= o->warmup) times[step - o->warmup] = now_s() - t0;
         }
         if (s) break;
@@ -218,6 +228,7 @@ sm_status sm_bench_decode(const sm_bench_decode_opts *o, sm_error *err) {
                 o->prompt, med * 1e3, n_prefill - 1, o->prompt / med);
     }
     free(logits);
+    free(next);
     free(rows);
     free(times);
     free(prefill);

@@ -22,6 +22,9 @@ typedef struct sm_bench_decode_opts {
     int steps, warmup;            /* timed / untimed decode steps per batch size */
     bool eager;                   /* no CUDA graphs */
     int chunked_prefill_size;     /* rows per forward pass (0: the model's default, 4096) */
+    bool host_logits;             /* steps copy every row's logits to the host, instead of sampling
+                                     greedily on the device and feeding the ids back (as a serving
+                                     engine's step does) */
     /* Speculation (SGLang's --speculative-algorithm): NULL = none. With a drafter every batch
      * size is run twice through the spec engine, target-only (k = 0) and speculative, so the
      * two rows of a batch size compare step time, tokens per step and tokens/s in one run. */
