@@ -33,8 +33,6 @@
  * bijection onto the 32 k of the step. So both operands keep 16-byte loads. */
 #include "moe_mma.cuh"
 
-#include <limits.h>
-
 #include "kernel_common.cuh"
 
 namespace sm_moe_mma {
@@ -58,14 +56,8 @@ __global__ void __launch_bounds__(DM_THREADS)
     constexpr int NB = GATED ? 2 : 1;                 /* gate and up, or down */
     constexpr int UK = (GATED || NT >= 4) ? 2 : 4;    /* k-steps in flight per warp: 8 weight loads per lane */
     constexpr int TP = 8 * NT;                        /* tokens per pass */
-    __shared__ tile_ref pos;
     __shared__ float red[DM_WARPS][NB][TP][DM_COLS]; /* per-warp partial sums */
-    if (threadIdx.x < 32) {
-        if (threadIdx.x == 0) pos.expert = -1;
-        __syncwarp();
-        find_tile(offsets, num_experts, blockIdx.y, INT_MAX, 1, &pos);
-    }
-    __syncthreads();
+    const tile_ref pos = expert_of_slot(offsets, num_experts, blockIdx.y);
     const int e = pos.expert;
     if (e < 0) return; /* fewer active experts than slots */
     const int row0 = pos.begin, rows = pos.count;
@@ -150,12 +142,6 @@ __global__ void __launch_bounds__(DM_THREADS)
         }
         __syncthreads(); /* red is rewritten by the next pass */
     }
-}
-
-int ceil_pow2(int n) {
-    int p = 1;
-    while (p < n) p <<= 1;
-    return p;
 }
 
 template <int NT>

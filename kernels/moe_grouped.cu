@@ -1,7 +1,6 @@
 /* kernels/moe_grouped.cu — fused grouped SwiGLU expert MLP; see moe_grouped.h for the contract. */
 #include "moe_grouped.h"
 
-#include <limits.h>
 #include <mma.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,43 +10,10 @@
 
 namespace {
 
-/* ---- which expert a CTA works on ----------------------------------------------------------
- * Expert e contributes ceil(n_e / tile_rows) tiles, in expert order. Warp 0 walks the offsets
- * 32 experts at a time with a warp prefix sum and finds the expert owning tile `tile`, so the
- * mapping is computed on the GPU from device offsets (graph-capturable) in ~E/32 steps.
- * tile_rows = INT_MAX gives one tile per non-empty expert (the decode regime's slots). */
-struct tile_pos {
-    int expert, row0, rows;
-};
-
-__device__ void find_tile(const int *offsets, int num_experts, int tile, int tile_rows, tile_pos *out) {
-    const int lane = threadIdx.x & 31;
-    int before = 0; /* tiles owned by experts of earlier chunks */
-    for (int e0 = 0; e0 < num_experts; e0 += 32) {
-        const int e = e0 + lane;
-        int begin = 0, n = 0;
-        if (e < num_experts) {
-            begin = offsets[e];
-            n = offsets[e + 1] - begin;
-        }
-        const int t = n > 0 ? (n - 1) / tile_rows + 1 : 0;
-        int incl = t;
-#pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
-            int v = __shfl_up_sync(0xffffffffu, incl, o);
-            if (lane >= o) incl += v;
-        }
-        const int excl = incl - t, chunk_total = __shfl_sync(0xffffffffu, incl, 31);
-        if (tile >= before + excl && tile < before + incl) {
-            const int local = tile - before - excl;
-            out->expert = e;
-            out->row0 = begin + local * tile_rows;
-            out->rows = min(tile_rows, n - local * tile_rows);
-        }
-        before += chunk_total;
-        if (before > tile) break; /* uniform: chunk_total is the same in every lane */
-    }
-}
+/* Which expert a CTA works on: sm_moe_mma::find_tile (moe_mma.cuh) with one n-tile per m-tile,
+ * or expert_of_slot for the decode regime's one tile per non-empty expert. */
+using sm_moe_mma::find_tile;
+using sm_moe_mma::tile_ref;
 
 /* ---- decode regime -------------------------------------------------------------------------
  * out[a, col] for the T tokens of one tile: each warp streams NL weight rows with 16-byte loads
@@ -67,17 +33,11 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
     constexpr int U = 4;                   /* 16-byte vectors per lane and row in one pass */
     sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
     sm_pdl_wait();
-    __shared__ tile_pos pos;
     extern __shared__ uint4 tok[]; /* [T][K/8] */
-    if (threadIdx.x < 32) {
-        if (threadIdx.x == 0) pos.expert = -1;
-        __syncwarp();
-        find_tile(offsets, num_experts, blockIdx.y, INT_MAX, &pos);
-    }
-    __syncthreads();
+    const tile_ref pos = sm_moe_mma::expert_of_slot(offsets, num_experts, blockIdx.y);
     const int e = pos.expert;
     if (e < 0) return; /* fewer active experts than slots */
-    const int row0 = pos.row0, rows = pos.rows, K8 = K / 8;
+    const int row0 = pos.begin, rows = pos.count, K8 = K / 8;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int col0 = (blockIdx.x * DEC_WARPS + warp) * (GATED ? 1 : COLS);
     const size_t w_rows = GATED ? 2 * (size_t)N : (size_t)N;
@@ -168,13 +128,9 @@ constexpr int PF_BM = 64, PF_BN = 64, PF_BK = 32, PF_THREADS = 128;
 constexpr int PF_LDS = PF_BK + 8;  /* bf16 row stride in smem: 80 bytes staggers the banks */
 constexpr int PF_LDC = PF_BN + 4;  /* fp32 epilogue stride */
 
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int src_bytes) {
-    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+using sm_moe_mma::cp_async16;
+using sm_moe_mma::cp_async_commit;
+using sm_moe_mma::cp_async_wait;
 
 template <bool GATED>
 constexpr size_t prefill_smem_bytes() {
@@ -191,7 +147,7 @@ __global__ void __launch_bounds__(PF_THREADS)
                        const int *__restrict__ offsets, int num_experts, int K, int N) {
     using namespace nvcuda;
     constexpr int NB = GATED ? 2 : 1;
-    __shared__ tile_pos pos;
+    __shared__ tile_ref pos;
     extern __shared__ __align__(128) unsigned char smem[];
     __nv_bfloat16 *As = reinterpret_cast<__nv_bfloat16 *>(smem);        /* [2][BM][LDS] */
     __nv_bfloat16 *Bs = As + 2 * PF_BM * PF_LDS;                          /* [2][NB][BN][LDS] */
@@ -200,12 +156,13 @@ __global__ void __launch_bounds__(PF_THREADS)
     if (threadIdx.x < 32) {
         if (threadIdx.x == 0) pos.expert = -1;
         __syncwarp();
-        find_tile(offsets, num_experts, blockIdx.x, PF_BM, &pos);
+        find_tile(offsets, num_experts, blockIdx.x, PF_BM, 1, &pos);
     }
     __syncthreads();
     const int e = pos.expert;
     if (e < 0) return;
-    const int row0 = pos.row0, rows = pos.rows, n0 = blockIdx.y * PF_BN;
+    const int row0 = pos.begin + pos.local * PF_BM, rows = min(PF_BM, pos.count - pos.local * PF_BM);
+    const int n0 = blockIdx.y * PF_BN;
     const size_t w_rows = GATED ? 2 * (size_t)N : (size_t)N;
     const __nv_bfloat16 *we = w + (size_t)e * w_rows * K;
     const int tid = threadIdx.x, warp = tid >> 5, wm = warp >> 1, wn = warp & 1;
@@ -298,11 +255,7 @@ __global__ void __launch_bounds__(PF_THREADS)
 
 /* ---- launch --------------------------------------------------------------------------------- */
 
-int ceil_pow2(int n) {
-    int p = 1;
-    while (p < n) p <<= 1;
-    return p;
-}
+using sm_moe_mma::ceil_pow2;
 
 /* Tokens per active expert if routing were uniform (the host knows only n_assign). */
 int expected_per_expert(const sm_moe_grouped_args *a) {

@@ -5,6 +5,8 @@
 #ifndef SM_MOE_MMA_CUH
 #define SM_MOE_MMA_CUH
 
+#include <limits.h>
+
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -37,6 +39,13 @@ int decode_tokens_per_pass(const sm_moe_grouped_args *a);
  * multiple of 64 (whole 64-column gate/up halves; the 128-wide down tile predicates its upper
  * half). Others run the WMMA prefill kernel. Real models (Qwen3, Mixtral, OLMoE) qualify. */
 inline bool prefill_accepts(int K, int N) { return K % 32 == 0 && N % 64 == 0; }
+
+/* The smallest power of two >= n (host: tile sizes). */
+inline int ceil_pow2(int n) {
+    int p = 1;
+    while (p < n) p <<= 1;
+    return p;
+}
 
 /* ---- device helpers -------------------------------------------------------------------------- */
 
@@ -78,6 +87,19 @@ __device__ __forceinline__ void find_tile(const int *offsets, int num_experts, i
         before += chunk_total;
         if (before > tile) break; /* uniform: chunk_total is the same in every lane */
     }
+}
+
+/* The expert of decode slot `slot`: one tile per non-empty expert, holding all its rows (begin,
+ * count). Called by the whole block (it synchronises); expert -1: fewer active experts than slots. */
+__device__ __forceinline__ tile_ref expert_of_slot(const int *offsets, int num_experts, int slot) {
+    __shared__ tile_ref pos;
+    if (threadIdx.x < 32) {
+        if (threadIdx.x == 0) pos.expert = -1;
+        __syncwarp();
+        find_tile(offsets, num_experts, slot, INT_MAX, 1, &pos);
+    }
+    __syncthreads();
+    return pos;
 }
 
 /* Rows [*row0, *row0 + *rows) and n-tile *tn of the tile find_tile gave (tile_rows rows, n_tiles

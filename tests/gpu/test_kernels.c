@@ -123,6 +123,66 @@ static void test_moe_regime_pick(void) {
     CHECK(sm_moe_regime_parse("fast") == -1, "unknown regime name must be -1");
 }
 
+/* One routed batch of n assignments for an expert MLP of H, F, E (host weights wgu, wd and their
+ * device copies given): inputs, routing weights and offsets on both sides, the twin's act, and
+ * poisoned device outputs. */
+typedef struct moe_batch {
+    int H, F, E, n;
+    int *off;
+    float *x, *weight, *act_ref, *act, *y_ref, *y;
+    void *d_x, *d_off, *d_w, *d_act, *d_y;
+} moe_batch;
+
+static moe_batch moe_batch_make(int H, int F, int E, int n, int route, const float *wgu, uint64_t *seed) {
+    moe_batch b = {.H = H, .F = F, .E = E, .n = n};
+    b.off = malloc(sizeof(int) * (size_t)(E + 1));
+    make_offsets(route, n, E, seed, b.off);
+    b.x = gpu_test_random_bf16((size_t)n * H, 2.0f, seed);
+    b.weight = malloc(sizeof(float) * (size_t)n);
+    for (int a = 0; a < n; a++) b.weight[a] = 0.5f + 0.5f * gpu_test_uniform(seed);
+    b.act_ref = malloc(sizeof(float) * (size_t)n * F);
+    b.act = malloc(sizeof(float) * (size_t)n * F);
+    b.y_ref = malloc(sizeof(float) * (size_t)n * H);
+    b.y = malloc(sizeof(float) * (size_t)n * H);
+    twin_gate_up(b.x, wgu, b.off, E, H, F, b.act_ref);
+    b.d_x = gpu_test_upload_bf16(b.x, n, H, H);
+    b.d_off = gpu_test_upload(b.off, sizeof(int) * (size_t)(E + 1));
+    b.d_w = gpu_test_upload(b.weight, sizeof(float) * (size_t)n);
+    b.d_act = gpu_test_malloc((size_t)n * F * 2);
+    b.d_y = gpu_test_malloc((size_t)n * H * 2);
+    return b;
+}
+
+static void moe_batch_free(moe_batch *b) {
+    cudaFree(b->d_x); cudaFree(b->d_off); cudaFree(b->d_w); cudaFree(b->d_act); cudaFree(b->d_y);
+    free(b->off); free(b->x); free(b->weight); free(b->act_ref); free(b->act); free(b->y_ref); free(b->y);
+}
+
+/* gate_up and down of one regime against the twins, outputs poisoned first; down is checked on
+ * the GPU's own act, so each kernel is judged alone. */
+static void moe_batch_check(moe_batch *b, const float *wd, const void *d_wgu, const void *d_wd, sm_moe_regime regime,
+                            unsigned allow, const char *what) {
+    const int n = b->n, H = b->H, F = b->F;
+    sm_moe_grouped_args args = {.num_experts = b->E, .hidden = H, .ffn = F, .n_assign = n, .expert_offsets = b->d_off,
+                                .regime = regime, .auto_allow = allow};
+    char label[64];
+    snprintf(label, sizeof label, "%s%s -> %s/%s", sm_moe_regime_name(regime), allow ? "(mma allowed)" : "",
+             sm_moe_regime_name(sm_moe_regime_pick(&args, false)), sm_moe_regime_name(sm_moe_regime_pick(&args, true)));
+    sm_error err = {0};
+    gpu_test_poison(b->d_act, (size_t)n * F * 2);
+    gpu_test_poison(b->d_y, (size_t)n * H * 2);
+    CHECK_OK(sm_cuda_moe_gate_up(0, &args, b->d_x, d_wgu, b->d_act, &err), &err);
+    gpu_test_cuda(cudaDeviceSynchronize(), "moe_gate_up");
+    gpu_test_download_bf16(b->act, b->d_act, n, F, F);
+    twin_down(b->act, wd, b->weight, b->off, b->E, H, F, b->y_ref);
+    CHECK_OK(sm_cuda_moe_down(0, &args, b->d_act, d_wd, b->d_w, b->d_y, &err), &err);
+    gpu_test_cuda(cudaDeviceSynchronize(), "moe_down");
+    gpu_test_download_bf16(b->y, b->d_y, n, H, H);
+    double e_act = test_rel_l2(b->act, b->act_ref, (size_t)n * F), e_y = test_rel_l2(b->y, b->y_ref, (size_t)n * H);
+    CHECK(e_act < BF16_TOL, "gate_up H=%d F=%d E=%d n=%d %s regime %s: rel err %.3g", H, F, b->E, n, what, label, e_act);
+    CHECK(e_y < BF16_TOL, "down H=%d F=%d E=%d n=%d %s regime %s: rel err %.3g", H, F, b->E, n, what, label, e_y);
+}
+
 static void test_moe_grouped(void) {
     /* H, F, E: odd multiples of 8 (decode tails, prefill-mma refused), multiples of 64 (prefill-mma
      * taken; N = 192 leaves half a 128-wide down tile), and H = 2048 (several load batches per warp) */
@@ -137,45 +197,10 @@ static void test_moe_grouped(void) {
         void *d_wgu = gpu_test_upload_bf16(wgu, E * 2 * F, H, H), *d_wd = gpu_test_upload_bf16(wd, E * H, F, F);
         for (int route = 0; route < ROUTE_COUNT; route++)
             for (size_t ni = 0; ni < sizeof n_list / sizeof n_list[0]; ni++) {
-                int n = n_list[ni];
-                int *off = malloc(sizeof(int) * (size_t)(E + 1));
-                make_offsets(route, n, E, &seed, off);
-                float *x = gpu_test_random_bf16((size_t)n * H, 2.0f, &seed);
-                float *weight = malloc(sizeof(float) * (size_t)n);
-                for (int a = 0; a < n; a++) weight[a] = 0.5f + 0.5f * gpu_test_uniform(&seed);
-                float *act_ref = malloc(sizeof(float) * (size_t)n * F), *act = malloc(sizeof(float) * (size_t)n * F);
-                float *y_ref = malloc(sizeof(float) * (size_t)n * H), *y = malloc(sizeof(float) * (size_t)n * H);
-                twin_gate_up(x, wgu, off, E, H, F, act_ref);
-                void *d_x = gpu_test_upload_bf16(x, n, H, H), *d_off = gpu_test_upload(off, sizeof(int) * (size_t)(E + 1));
-                void *d_w = gpu_test_upload(weight, sizeof(float) * (size_t)n);
-                void *d_act = gpu_test_malloc((size_t)n * F * 2), *d_y = gpu_test_malloc((size_t)n * H * 2);
-                for (size_t ri = 0; ri < sizeof regime_cases / sizeof regime_cases[0]; ri++) {
-                    sm_moe_grouped_args args = {.num_experts = E, .hidden = H, .ffn = F, .n_assign = n,
-                                                .expert_offsets = d_off, .regime = regime_cases[ri].regime,
-                                                .auto_allow = regime_cases[ri].allow};
-                    char label[64];
-                    snprintf(label, sizeof label, "%s%s -> %s/%s", sm_moe_regime_name(args.regime),
-                             args.auto_allow ? "(mma allowed)" : "", sm_moe_regime_name(sm_moe_regime_pick(&args, false)),
-                             sm_moe_regime_name(sm_moe_regime_pick(&args, true)));
-                    sm_error err = {0};
-                    gpu_test_poison(d_act, (size_t)n * F * 2);
-                    gpu_test_poison(d_y, (size_t)n * H * 2);
-                    CHECK_OK(sm_cuda_moe_gate_up(0, &args, d_x, d_wgu, d_act, &err), &err);
-                    gpu_test_cuda(cudaDeviceSynchronize(), "moe_gate_up");
-                    gpu_test_download_bf16(act, d_act, n, F, F);
-                    /* down is checked on the GPU's own act, so each kernel is judged alone */
-                    twin_down(act, wd, weight, off, E, H, F, y_ref);
-                    CHECK_OK(sm_cuda_moe_down(0, &args, d_act, d_wd, d_w, d_y, &err), &err);
-                    gpu_test_cuda(cudaDeviceSynchronize(), "moe_down");
-                    gpu_test_download_bf16(y, d_y, n, H, H);
-                    double e_act = test_rel_l2(act, act_ref, (size_t)n * F), e_y = test_rel_l2(y, y_ref, (size_t)n * H);
-                    CHECK(e_act < BF16_TOL, "gate_up H=%d F=%d E=%d n=%d %s regime %s: rel err %.3g", H, F, E, n,
-                          route_names[route], label, e_act);
-                    CHECK(e_y < BF16_TOL, "down H=%d F=%d E=%d n=%d %s regime %s: rel err %.3g", H, F, E, n,
-                          route_names[route], label, e_y);
-                }
-                cudaFree(d_x); cudaFree(d_off); cudaFree(d_w); cudaFree(d_act); cudaFree(d_y);
-                free(off); free(x); free(weight); free(act_ref); free(act); free(y_ref); free(y);
+                moe_batch b = moe_batch_make(H, F, E, n_list[ni], route, wgu, &seed);
+                for (size_t ri = 0; ri < sizeof regime_cases / sizeof regime_cases[0]; ri++)
+                    moe_batch_check(&b, wd, d_wgu, d_wd, regime_cases[ri].regime, regime_cases[ri].allow, route_names[route]);
+                moe_batch_free(&b);
             }
         cudaFree(d_wgu); cudaFree(d_wd);
         free(wgu); free(wd);
@@ -210,34 +235,11 @@ static void test_moe_wgmma_many_tiles(void) {
     float *wgu = gpu_test_random_bf16((size_t)E * 2 * F * H, 1.0f / sqrtf((float)H), &seed);
     float *wd = gpu_test_random_bf16((size_t)E * H * F, 1.0f / sqrtf((float)F), &seed);
     void *d_wgu = gpu_test_upload_bf16(wgu, E * 2 * F, H, H), *d_wd = gpu_test_upload_bf16(wd, E * H, F, F);
-    int *off = malloc(sizeof(int) * (size_t)(E + 1));
-    make_offsets(ROUTE_SKEWED, n, E, &seed, off);
-    float *x = gpu_test_random_bf16((size_t)n * H, 2.0f, &seed);
-    float *weight = malloc(sizeof(float) * (size_t)n);
-    for (int a = 0; a < n; a++) weight[a] = 0.5f + 0.5f * gpu_test_uniform(&seed);
-    float *act_ref = malloc(sizeof(float) * (size_t)n * F), *act = malloc(sizeof(float) * (size_t)n * F);
-    float *y_ref = malloc(sizeof(float) * (size_t)n * H), *y = malloc(sizeof(float) * (size_t)n * H);
-    twin_gate_up(x, wgu, off, E, H, F, act_ref);
-    void *d_x = gpu_test_upload_bf16(x, n, H, H), *d_off = gpu_test_upload(off, sizeof(int) * (size_t)(E + 1));
-    void *d_w = gpu_test_upload(weight, sizeof(float) * (size_t)n);
-    void *d_act = gpu_test_malloc((size_t)n * F * 2), *d_y = gpu_test_malloc((size_t)n * H * 2);
-    gpu_test_poison(d_act, (size_t)n * F * 2);
-    gpu_test_poison(d_y, (size_t)n * H * 2);
-    sm_moe_grouped_args args = {.num_experts = E, .hidden = H, .ffn = F, .n_assign = n, .expert_offsets = d_off,
-                                .regime = SM_MOE_REGIME_PREFILL_WGMMA};
-    sm_error err = {0};
-    CHECK_OK(sm_cuda_moe_gate_up(0, &args, d_x, d_wgu, d_act, &err), &err);
-    gpu_test_cuda(cudaDeviceSynchronize(), "moe_gate_up (prefill-wgmma, many tiles)");
-    gpu_test_download_bf16(act, d_act, n, F, F);
-    twin_down(act, wd, weight, off, E, H, F, y_ref);
-    CHECK_OK(sm_cuda_moe_down(0, &args, d_act, d_wd, d_w, d_y, &err), &err);
-    gpu_test_cuda(cudaDeviceSynchronize(), "moe_down (prefill-wgmma, many tiles)");
-    gpu_test_download_bf16(y, d_y, n, H, H);
-    double e_act = test_rel_l2(act, act_ref, (size_t)n * F), e_y = test_rel_l2(y, y_ref, (size_t)n * H);
-    CHECK(e_act < BF16_TOL, "prefill-wgmma gate_up, %d tokens over %d experts: rel err %.3g", n, E, e_act);
-    CHECK(e_y < BF16_TOL, "prefill-wgmma down, %d tokens over %d experts: rel err %.3g", n, E, e_y);
-    cudaFree(d_x); cudaFree(d_off); cudaFree(d_w); cudaFree(d_act); cudaFree(d_y); cudaFree(d_wgu); cudaFree(d_wd);
-    free(off); free(x); free(weight); free(act_ref); free(act); free(y_ref); free(y); free(wgu); free(wd);
+    moe_batch b = moe_batch_make(H, F, E, n, ROUTE_SKEWED, wgu, &seed);
+    moe_batch_check(&b, wd, d_wgu, d_wd, SM_MOE_REGIME_PREFILL_WGMMA, 0, "skewed, many tiles");
+    moe_batch_free(&b);
+    cudaFree(d_wgu); cudaFree(d_wd);
+    free(wgu); free(wd);
 }
 
 /* ---- silu_mul ------------------------------------------------------------------------------- */
