@@ -213,7 +213,7 @@ sm_status sm_report_load(sqlite3 *db, const char *db_path, const char *experimen
     SM_TRY(prep1(db,
                  "SELECT a.arm_id, a.name, a.drafter, a.num_speculative_tokens, a.temperature, "
                  "COALESCE(t.n_runs, 0), COALESCE(t.wall_s, 0), t.output_tok_per_s, "
-                 "a.target_device, a.draft_device "
+                 "a.target_device, a.draft_device, a.target_chunked_prefill_size, a.draft_chunked_prefill_size "
                  "FROM arms a LEFT JOIN arm_throughput t ON t.arm_id = a.arm_id "
                  "WHERE a.experiment_id = ? ORDER BY a.arm_index",
                  out->experiment_id, purpose, &st, err));
@@ -240,6 +240,8 @@ sm_status sm_report_load(sqlite3 *db, const char *db_path, const char *experimen
         a->output_tok_per_s = sqlite3_column_type(st, 7) == SQLITE_NULL ? NAN : sqlite3_column_double(st, 7);
         a->target_device = dup_col(st, 8);
         a->draft_device = dup_col(st, 9);
+        a->target_chunk = sqlite3_column_int(st, 10); /* NULL reads as 0: the default */
+        a->draft_chunk = sqlite3_column_int(st, 11);
     }
     SM_TRY(step_done(db, st, rc, purpose, err));
     for (int i = 0; i < out->n_arms; i++) {

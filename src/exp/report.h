@@ -22,6 +22,7 @@ typedef struct sm_report_arm {
     int64_t arm_id;
     char *name, *drafter;
     char *target_device, *draft_device; /* "cpu", "cuda"; draft_device NULL without a draft model */
+    int target_chunk, draft_chunk;      /* chunked_prefill_size; 0 = the engine's default (NULL) */
     int k;
     double temperature;
     int n_runs;

@@ -41,8 +41,14 @@ void sm_report_print_text(const sm_report *r, FILE *f) {
         if (!same_text(a->target_device, first) || (a->draft_device && !same_text(a->draft_device, first)))
             show_devices = true;
     }
+    /* Likewise a chunk column when the arms' rows per forward pass differ ("-": the default). */
+    bool show_chunks = false;
+    for (int i = 1; i < r->n_arms; i++)
+        if (r->arms[i].target_chunk != r->arms[0].target_chunk || r->arms[i].draft_chunk != r->arms[0].draft_chunk)
+            show_chunks = true;
     fprintf(f, "%-20s ", "arm");
     if (show_devices) fprintf(f, "%-13s ", "device (t/d)");
+    if (show_chunks) fprintf(f, "%-13s ", "chunk (t/d)");
     fprintf(f, "%5s %6s %9s %8s %7s %8s  %-19s %-19s %-19s %-19s\n", "runs", "reqs", "tok/s", "accept",
             "acc_len", "drafts", "TTFT p50/p99 ms", "ITL p50/p99 ms", "TPOT p50/p99 ms", "E2E p50/p99 ms");
     for (int i = 0; i < r->n_arms; i++) {
@@ -68,6 +74,13 @@ void sm_report_print_text(const sm_report *r, FILE *f) {
             snprintf(dev, sizeof dev, "%s%s%s", a->target_device ? a->target_device : "?", a->draft_device ? "/" : "",
                      a->draft_device ? a->draft_device : "");
             fprintf(f, "%-13s ", dev);
+        }
+        if (show_chunks) {
+            char t[16] = "-", d[16] = "-", both[40];
+            if (a->target_chunk) snprintf(t, sizeof t, "%d", a->target_chunk);
+            if (a->draft_chunk) snprintf(d, sizeof d, "%d", a->draft_chunk);
+            snprintf(both, sizeof both, "%s%s%s", t, a->draft_device ? "/" : "", a->draft_device ? d : "");
+            fprintf(f, "%-13s ", both);
         }
         fprintf(f, "%5d %6d %9.1f %8s %7s %8lld  %-19s %-19s %-19s %-19s\n", a->n_runs, a->n_reqs,
                 isnan(a->output_tok_per_s) ? 0.0 : a->output_tok_per_s, accs, lens, (long long)a->num_drafts, cols[0],

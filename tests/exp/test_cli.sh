@@ -348,6 +348,13 @@ sqlite3 "$T/dev.db" "UPDATE arms SET target_device = 'cuda' WHERE name = 'baseli
 for pat in "device \(t/d\)" "^baseline +cuda +2 " "^self_draft +cpu/cpu +2 " "^ngram +cpu +2 "; do
   grep -qE -- "$pat" "$T/devrep" || fail "device report lacks /$pat/: $(head -6 "$T/devrep")"
 done
+grep -q "chunk (t/d)" "$T/devrep" && fail "report shows a chunk column although no arm sets chunked_prefill_size"
+# arms that differ by chunked_prefill_size show it the same way ("-": the default)
+sqlite3 "$T/dev.db" "UPDATE arms SET target_chunked_prefill_size = 1024 WHERE name = 'baseline'"
+"$BIN" report "$T/dev.db" >"$T/chunkrep" 2>&1 || fail "report with chunk sizes: $(cat "$T/chunkrep")"
+for pat in "chunk \(t/d\)" "^baseline +cuda +1024 +2 " "^self_draft +cpu/cpu +-/- +2 " "^ngram +cpu +- +2 "; do
+  grep -qE -- "$pat" "$T/chunkrep" || fail "chunk report lacks /$pat/: $(head -6 "$T/chunkrep")"
+done
 "$BIN" report "$DB" --experiment nope >/dev/null 2>"$T/rerr" && fail "unknown experiment accepted"
 grep -q "no experiment named 'nope'" "$T/rerr" || fail "report error: $(cat "$T/rerr")"
 
