@@ -197,8 +197,44 @@ static void test_next_pass(void) {
     CHECK(!strcmp(got, "200"), "prompt from position 100: %s", got);
 }
 
+/* Random batches (runs of 1..300 rows of random sequences, logits on random rows): the passes
+ * cover every row once, in order; none is empty or over max_rows or the logits cap; and a pass
+ * is either one run, or only holds runs shorter than prompt_min_rows. */
+static void test_next_pass_random(void) {
+    static sm_row rows[2000];
+    uint64_t x = 12345;
+#define NEXT() (x = x * 6364136223846793005ull + 1442695040888963407ull, (int)(x >> 33))
+    for (int trial = 0; trial < 300; trial++) {
+        int n_rows = 0;
+        while (n_rows < 1500) {
+            int len = NEXT() % 4 ? 1 + NEXT() % 40 : 1 + NEXT() % 300, seq = NEXT() % 6, p0 = NEXT() % 50;
+            for (int i = 0; i < len && n_rows < 2000; i++)
+                rows[n_rows++] = (sm_row){.seq = seq, .token = 1, .pos = p0 + i, .want_logits = NEXT() % 3 == 0};
+        }
+        const int max_rows = 16 + NEXT() % 600, max_logits = 1 + NEXT() % 200, min_run = 128;
+        bool ok = true;
+        for (int start = 0, n; start < n_rows && ok; start += n) {
+            n = sm_rows_next_pass(rows, n_rows, start, max_rows, max_logits, min_run);
+            int logits = 0, longest = 0, run = 0, runs = 0;
+            for (int i = start; i < start + n && n >= 1 && start + n <= n_rows; i++) {
+                logits += rows[i].want_logits;
+                bool cont = i > start && rows[i].seq == rows[i - 1].seq && rows[i].pos == rows[i - 1].pos + 1;
+                run = cont ? run + 1 : 1;
+                runs += !cont;
+                if (run > longest) longest = run;
+            }
+            ok = n >= 1 && start + n <= n_rows && n <= max_rows && logits <= max_logits &&
+                 (runs == 1 || longest < min_run);
+            CHECK(ok, "trial %d: pass at row %d of %d rows: %d rows (max %d), %d logits (max %d), %d runs, longest %d",
+                  trial, start, n_rows, n, max_rows, logits, max_logits, runs, longest);
+        }
+    }
+#undef NEXT
+}
+
 int main(void) {
     test_next_pass();
+    test_next_pass_random();
     const char *root = "tests/fixtures/models";
     DIR *d = opendir(root);
     CHECK(d != NULL, "no fixture directory %s (make it with tests/fixtures/gen/make_fixtures.py)", root);
