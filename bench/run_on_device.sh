@@ -126,7 +126,7 @@ if has prefill; then # end-to-end prefill of one long prompt, MoE prefill kernel
     run_as decode_prefill 120 "$setting" "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b \
       --prompt "${PREFILL_TOKENS:-4096}" --batch 1,2,4 --steps 5 || status=1
   done
-  for chunk in ${PREFILL_CHUNKS:-}; do # other --chunked-prefill-size values than the default 512
+  for chunk in ${PREFILL_CHUNKS:-}; do # other --chunked-prefill-size values than the default (4096)
     run "decode_prefill_chunk_$chunk" 120 "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b \
       --prompt "${PREFILL_TOKENS:-4096}" --batch 1,2 --steps 5 --chunked-prefill-size "$chunk" || status=1
   done
