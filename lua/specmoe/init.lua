@@ -160,7 +160,7 @@ end
 ---                     -- weights = "random": drawn from weights_seed, only config.json is read
 ---                     -- (full-size shapes without a download; device = "cuda" only)
 ---                     -- chunked_prefill_size = N (device = "cuda"): rows per forward pass, a
----                     -- longer prompt runs in pieces (SGLang's --chunked-prefill-size; 512)
+---                     -- longer prompt runs in pieces (SGLang's --chunked-prefill-size; 4096)
 function M.model(t)
   local at = where(2)
   if type(t) ~= "table" then fail(at, "sm.model: expected a table {path = ...}, got %s", type(t)) end
