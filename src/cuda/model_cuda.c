@@ -5,14 +5,17 @@
  *   device runner → combine, + shared expert) or dense MLP (gate|up GEMM → SiLU·mul → down GEMM
  *   += residual) ] → final RMSNorm of the rows that want logits → lm_head GEMM.
  * Small decode shapes take fused kernels (RMSNorm inside the q|k|v and router GEMVs; q/k norm +
- * RoPE + KV write, with attention too for a single row; routing; combine + the next layer's norm) and a weight-streaming GEMV instead of cuBLASLt, chained with programmatic
- * dependent launch. Everything runs on the instance's stream with one synchronisation per
- * forward (the logits or sampled tokens; a route observer adds one, its routing being logged on
- * the device during the step), except where the `cublaslt` runner needs each layer's expert
- * offsets on the host (past sm_runner_device_routing_max_assign). Decode-sized steps (up to
- * GRAPH_MAX_ROWS rows) are captured once per (rows, rows with logits, observed) as a CUDA graph
- * and replayed: every kernel reads tokens, sequences and positions from device memory, so a
- * graph stays valid for any rows of that shape. */
+ * RoPE + KV write, with attention too for a single row; routing; combine + the next layer's
+ * norm) and a weight-streaming GEMV instead of cuBLASLt, chained with programmatic dependent
+ * launch. A forward runs in passes of at most chunk_rows rows (sm_rows_next_pass: a prompt piece
+ * of PROMPT_RUN_MIN_ROWS or more gets a pass of its own and the prefill attention kernel).
+ * Everything runs on the instance's stream with one synchronisation per pass (the logits or
+ * sampled tokens; a route observer adds one, its routing being logged on the device during the
+ * step), except where the `cublaslt` runner needs each layer's expert offsets on the host (past
+ * sm_runner_device_routing_max_assign). Decode-sized steps (up to GRAPH_MAX_ROWS rows) are
+ * captured once per shape (rows, rows with logits, attention plan, prompt run, observed) as a
+ * CUDA graph and replayed: every kernel reads tokens, sequences and positions from device
+ * memory, so a graph stays valid for any rows of that shape. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
