@@ -399,7 +399,7 @@ cudaError_t run(cudaStream_t s, const sm_moe_grouped_args *a, const void *in, co
     case SM_MOE_REGIME_DECODE_MMA: return sm_moe_mma::launch_decode(GATED, s, a, in, w, weight, out, K, N);
     case SM_MOE_REGIME_PREFILL_MMA: return sm_moe_mma::launch_prefill(GATED, s, a, in, w, weight, out, K, N);
     case SM_MOE_REGIME_PREFILL_WGMMA:
-        if (sm_moe_mma::prefill_wgmma_accepts(in, w))
+        if (sm_moe_mma::prefill_wgmma_accepts(in, w, out))
             return sm_moe_mma::launch_prefill_wgmma(GATED, s, a, in, w, weight, out, K, N);
         if (sm_moe_mma::prefill_accepts(K, N)) return sm_moe_mma::launch_prefill(GATED, s, a, in, w, weight, out, K, N);
         return launch_prefill<GATED>(s, a, in, w, weight, out, K, N);

@@ -26,11 +26,11 @@ cudaError_t launch_decode(bool gated, cudaStream_t s, const sm_moe_grouped_args 
 cudaError_t launch_prefill(bool gated, cudaStream_t s, const sm_moe_grouped_args *a, const void *in, const void *w,
                            const float *weight, void *out, int K, int N);
 
-/* Hopper's wgmma + TMA prefill (moe_prefill_wgmma.cu): any K (multiple of 8) and N; the tensors
- * must be 16-byte aligned for TMA (true of the runners' buffers). */
+/* Hopper's wgmma + TMA prefill (moe_prefill_wgmma.cu): any K and N (multiples of 8); the tensors
+ * must be 16-byte aligned, for TMA and the epilogue's 16-byte stores (true of the runners' buffers). */
 cudaError_t launch_prefill_wgmma(bool gated, cudaStream_t s, const sm_moe_grouped_args *a, const void *in,
                                  const void *w, const float *weight, void *out, int K, int N);
-bool prefill_wgmma_accepts(const void *in, const void *w);
+bool prefill_wgmma_accepts(const void *in, const void *w, const void *out);
 
 /* Tokens of one expert the decode-mma kernel serves per pass over its weights (8, 16 or 32). */
 int decode_tokens_per_pass(const sm_moe_grouped_args *a);

@@ -227,16 +227,24 @@ static void test_moe_grouped(void) {
     cudaFree(d_any);
 }
 
-/* prefill-wgmma at more tiles than the GPU holds at once (two CTAs an SM), with skewed routing
- * (short last m-tiles, whose second warpgroup has no rows): the shapes above stay under one wave. */
+/* prefill-wgmma at more tiles than the GPU holds at once, with skewed routing (short last
+ * m-tiles, whose second warpgroup has no rows): the shapes above stay under one wave. Both tile
+ * widths (SPECMOE_WGMMA_BN: 256 by default, 128 with two CTAs an SM) are checked. */
 static void test_moe_wgmma_many_tiles(void) {
-    const int H = 128, F = 512, E = 3, n = 6000;
+    const int H = 256, F = 512, E = 3, n = 6000;
     uint64_t seed = 0xabcdef;
     float *wgu = gpu_test_random_bf16((size_t)E * 2 * F * H, 1.0f / sqrtf((float)H), &seed);
     float *wd = gpu_test_random_bf16((size_t)E * H * F, 1.0f / sqrtf((float)F), &seed);
     void *d_wgu = gpu_test_upload_bf16(wgu, E * 2 * F, H, H), *d_wd = gpu_test_upload_bf16(wd, E * H, F, F);
     moe_batch b = moe_batch_make(H, F, E, n, ROUTE_SKEWED, wgu, &seed);
-    moe_batch_check(&b, wd, d_wgu, d_wd, SM_MOE_REGIME_PREFILL_WGMMA, 0, "skewed, many tiles");
+    const char *widths[] = {"128", "256"};
+    for (int i = 0; i < 2; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "skewed, many tiles, BN %s", widths[i]);
+        setenv("SPECMOE_WGMMA_BN", widths[i], 1);
+        moe_batch_check(&b, wd, d_wgu, d_wd, SM_MOE_REGIME_PREFILL_WGMMA, 0, what);
+    }
+    unsetenv("SPECMOE_WGMMA_BN");
     moe_batch_free(&b);
     cudaFree(d_wgu); cudaFree(d_wd);
     free(wgu); free(wd);
