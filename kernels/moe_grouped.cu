@@ -282,13 +282,14 @@ int decode_tile(const sm_moe_grouped_args *a, int K) {
  *   tokens, up to a few tokens per expert, then the tensor-core prefill tiles — prefill-wgmma
  *   when allowed (H200, 4096 tokens: Qwen3 427 TFLOP/s against prefill-mma's 194, Mixtral 527
  *   against 222), else prefill-mma where the shape allows.
- * Where decode-mma hands over depends on the experts' size (H200, session 6): small experts
- * (Qwen3, 3 MB a matrix) give decode-mma few CTAs per expert, and prefill-wgmma's whole tiles
- * stream faster from 2 tokens per expert (32 tokens: 347 against 373 us; 128: 336 against 447);
- * large ones (Mixtral, 117 MB) keep decode-mma ahead up to 8 (32 tokens: 865 against 1160 us;
- * 64 tokens, 16 per expert: 929 against 883). Without prefill-wgmma (before sm_90a) decode-mma
- * beats prefill-mma up to 16 (H100: Mixtral 4-64 tokens 656-1100 us against 938-1658). */
-constexpr int DECODE_MMA_AUTO_MAX = 16, DECODE_MMA_WGMMA_MAX_SMALL = 1, DECODE_MMA_WGMMA_MAX_LARGE = 8;
+ * Where decode-mma hands over depends on the experts' size (H200, 128x256 wgmma tiles,
+ * 2026-11-23 session 7): small experts (Qwen3, 3 MB a matrix) give decode-mma few CTAs per
+ * expert, and prefill-wgmma's whole tiles stream faster from the first token per expert (16
+ * tokens, 1 per expert: 238 against 300 us; 32 tokens: 287 against 367); large ones (Mixtral,
+ * 117 MB) keep decode-mma ahead at 2 per expert (8 tokens: 677 against 772 us) and lose from 4
+ * (16 tokens: 817 against 734; 32: 854 against 782). Without prefill-wgmma (before sm_90a)
+ * decode-mma beats prefill-mma up to 16 (H100: Mixtral 4-64 tokens 656-1100 us against 938-1658). */
+constexpr int DECODE_MMA_AUTO_MAX = 16, DECODE_MMA_WGMMA_MAX_SMALL = 0, DECODE_MMA_WGMMA_MAX_LARGE = 2;
 constexpr size_t SMALL_EXPERT_MATRIX_BYTES = (size_t)16 << 20;
 
 /* K: reduction length, N: output columns of the projection. */

@@ -103,15 +103,15 @@ static void test_moe_regime_pick(void) {
     CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_PREFILL_MMA, "AUTO, 17 per expert: prefill-mma");
     a.auto_allow |= SM_MOE_ALLOW_PREFILL_WGMMA;
     CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_PREFILL_WGMMA, "AUTO, wgmma allowed, 17 per expert: wgmma");
-    /* with wgmma, decode-mma hands over at 1 token per expert for small experts, 8 for large */
+    /* with wgmma, small experts skip decode-mma; large ones keep it up to 2 tokens per expert */
     a.n_assign = 8;
-    CHECK(sm_moe_regime_pick(&a, true) == SM_MOE_REGIME_DECODE_MMA, "AUTO, small experts, 1/expert: decode-mma");
-    a.n_assign = 16;
-    CHECK(sm_moe_regime_pick(&a, true) == SM_MOE_REGIME_PREFILL_WGMMA, "AUTO, small experts, 2/expert: wgmma");
-    a.hidden = 4096, a.ffn = 14336, a.n_assign = 64;
-    CHECK(sm_moe_regime_pick(&a, true) == SM_MOE_REGIME_DECODE_MMA, "AUTO, Mixtral experts, 8/expert: decode-mma");
-    a.n_assign = 72;
-    CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_PREFILL_WGMMA, "AUTO, Mixtral experts, 9/expert: wgmma");
+    CHECK(sm_moe_regime_pick(&a, true) == SM_MOE_REGIME_PREFILL_WGMMA, "AUTO, small experts, 1/expert: wgmma");
+    a.n_assign = 7;
+    CHECK(sm_moe_regime_pick(&a, true) == SM_MOE_REGIME_DECODE, "AUTO, small experts, 7 of 8 experts: decode");
+    a.hidden = 4096, a.ffn = 14336, a.n_assign = 16;
+    CHECK(sm_moe_regime_pick(&a, true) == SM_MOE_REGIME_DECODE_MMA, "AUTO, Mixtral experts, 2/expert: decode-mma");
+    a.n_assign = 24;
+    CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_PREFILL_WGMMA, "AUTO, Mixtral experts, 3/expert: wgmma");
     a.hidden = 128, a.ffn = 64, a.n_assign = 8 * 17;
     a.ffn = 24; /* no shape limits: wgmma reads K and N tails as zeros */
     CHECK(sm_moe_regime_pick(&a, true) == SM_MOE_REGIME_PREFILL_WGMMA, "AUTO, wgmma allowed, ffn 24: wgmma");
