@@ -15,11 +15,15 @@
  * Fragment layouts (PTX ISA, m16n8k16, g = lane / 4, t = lane % 4):
  *   A (16x16, row): {A[g][2t..], A[g+8][2t..], A[g][2t+8..], A[g+8][2t+8..]}
  *   B (16x8, col):  {B[2t..][g], B[2t+8..][g]}    C: {C[g][2t..2t+1], C[g+8][2t..2t+1]}
- * Q is A (rows x dims); K tile rows are positions, so K^T's B fragment is two consecutive dims
- * of one K row (32-bit shared loads); V is B with positions as k, read with ldmatrix.trans. S's
- * C fragments of two neighbouring 8-position blocks are exactly P's A fragment for 16 positions,
- * so P never leaves registers. Shared rows are padded to HD + 8 elements so the 8 rows a load
- * touches fall in different banks. */
+ * Q is A (rows x dims); K tile rows are positions, so K^T's B fragments are consecutive dims of
+ * K rows, read with ldmatrix (two k-steps a load); V is B with positions as k, read with
+ * ldmatrix.trans. S's C fragments of two neighbouring 8-position blocks are exactly P's A
+ * fragment for 16 positions, so P never leaves registers. Shared rows are padded to HD + 8
+ * elements so the 8 rows a load touches fall in different banks.
+ *
+ * The K/V tiles are double-buffered (cp.async fills the next while the warps multiply the
+ * current), and the query tiles with the most positions to walk run first (blockIdx.x counts
+ * down), so the longest blocks do not form the tail of the grid. */
 #include "attention.h"
 
 #include <math.h>
@@ -31,6 +35,9 @@ namespace {
 
 constexpr int PF_ROWS = 64, PF_KV = 64, PF_THREADS = 128;
 
+/* Dynamic shared memory: two stages of a K and a V tile of PF_KV padded rows. */
+constexpr size_t prefill_smem_bytes(int hd) { return (size_t)2 * 2 * PF_KV * (hd + 8) * sizeof(__nv_bfloat16); }
+
 template <int HD>
 __global__ void __launch_bounds__(PF_THREADS)
     attention_prefill_kernel(const float *__restrict__ q, int q_stride, const __nv_bfloat16 *__restrict__ k_cache,
@@ -38,9 +45,10 @@ __global__ void __launch_bounds__(PF_THREADS)
                              const int *__restrict__ pos, __nv_bfloat16 *__restrict__ out, int rows, int heads,
                              int kv_heads, int max_context, float scale_log2) {
     constexpr int LD = HD + 8, KS = HD / 16, DT = HD / 8; /* smem row stride; k-steps over dims; 8-dim tiles */
-    __shared__ __align__(16) __nv_bfloat16 Ks[PF_KV * LD], Vs[PF_KV * LD];
+    extern __shared__ __align__(16) unsigned char kv_smem[];
+    __nv_bfloat16 *const kv_tiles = reinterpret_cast<__nv_bfloat16 *>(kv_smem); /* [stage][K, V][PF_KV][LD] */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int h = blockIdx.y, kvd = kv_heads * HD, r_tile = blockIdx.x * PF_ROWS;
+    const int h = blockIdx.y, kvd = kv_heads * HD, r_tile = (gridDim.x - 1 - blockIdx.x) * PF_ROWS;
     const int p0 = pos[0], last_row = min(rows, r_tile + PF_ROWS) - 1, kv_end = p0 + last_row + 1;
     const size_t cache0 = (size_t)seq[0] * max_context * kvd + (size_t)(h / (heads / kv_heads)) * HD;
     const __nv_bfloat16 *Kg = k_cache + cache0, *Vg = v_cache + cache0;
@@ -69,30 +77,41 @@ __global__ void __launch_bounds__(PF_THREADS)
 #pragma unroll
         for (int c = 0; c < 4; c++) o[d][c] = 0.0f;
 
-    for (int kv0 = 0; kv0 < kv_end; kv0 += PF_KV) {
-        __syncthreads(); /* every warp is done with the previous tiles */
+    /* positions past kv_end are zero-filled (and masked below) */
+    auto load_tiles = [&](int kv0, int stage) {
+        __nv_bfloat16 *Kd = kv_tiles + stage * 2 * PF_KV * LD, *Vd = Kd + PF_KV * LD;
         for (int i = threadIdx.x; i < PF_KV * (HD / 8); i += PF_THREADS) {
             const int r = i / (HD / 8), c = (i % (HD / 8)) * 8, p = kv0 + r;
-            uint4 kv = make_uint4(0u, 0u, 0u, 0u), vv = kv;
-            if (p < kv_end) {
-                kv = *reinterpret_cast<const uint4 *>(Kg + (size_t)p * kvd + c);
-                vv = *reinterpret_cast<const uint4 *>(Vg + (size_t)p * kvd + c);
-            }
-            *reinterpret_cast<uint4 *>(Ks + r * LD + c) = kv;
-            *reinterpret_cast<uint4 *>(Vs + r * LD + c) = vv;
+            const bool in = p < kv_end;
+            const size_t off = (size_t)(in ? p : 0) * kvd + c;
+            sm_cp_async16(Kd + r * LD + c, Kg + off, in ? 16 : 0);
+            sm_cp_async16(Vd + r * LD + c, Vg + off, in ? 16 : 0);
         }
-        __syncthreads();
+        sm_cp_async_commit();
+    };
+    const int n_tiles = (kv_end + PF_KV - 1) / PF_KV;
+    load_tiles(0, 0);
+    for (int it = 0; it < n_tiles; it++) {
+        const int kv0 = it * PF_KV;
+        sm_cp_async_wait<0>();
+        __syncthreads(); /* tile it has landed, and every warp is done with the stage refilled next */
+        if (it + 1 < n_tiles) load_tiles(kv0 + PF_KV, (it + 1) & 1);
+        const __nv_bfloat16 *Ks = kv_tiles + (it & 1) * 2 * PF_KV * LD, *Vs = Ks + PF_KV * LD;
 
         float s[8][4]; /* S for the warp's 16 rows x 64 positions */
 #pragma unroll
         for (int n = 0; n < 8; n++) {
 #pragma unroll
             for (int c = 0; c < 4; c++) s[n][c] = 0.0f;
-            const __nv_bfloat16 *kr = Ks + (8 * n + g) * LD + 2 * t;
+            /* lanes 8i..8i+7 address dims 8i.. of positions 8n..8n+7: b[0..1] for k-step j, b[2..3] for j+1 */
+            const __nv_bfloat16 *kr = Ks + (8 * n + (lane & 7)) * LD + 8 * (lane >> 3);
 #pragma unroll
-            for (int j = 0; j < KS; j++)
-                sm_mma_16816(s[n], qf[j][0], qf[j][1], qf[j][2], qf[j][3], *reinterpret_cast<const uint32_t *>(kr + 16 * j),
-                         *reinterpret_cast<const uint32_t *>(kr + 16 * j + 8));
+            for (int j = 0; j < KS; j += 2) {
+                uint32_t b[4];
+                sm_ldmatrix_x4(b, kr + 16 * j);
+                sm_mma_16816(s[n], qf[j][0], qf[j][1], qf[j][2], qf[j][3], b[0], b[1]);
+                sm_mma_16816(s[n], qf[j + 1][0], qf[j + 1][1], qf[j + 1][2], qf[j + 1][3], b[2], b[3]);
+            }
         }
         /* causal mask (also hides the zero rows past kv_end), then the online softmax per row */
 #pragma unroll
@@ -174,13 +193,12 @@ extern "C" sm_status sm_cuda_attention_prefill(cudaStream_t stream, const float 
          q_stride);
     const dim3 grid((unsigned)((rows + PF_ROWS - 1) / PF_ROWS), (unsigned)heads);
     const float scale_log2 = scale * 1.4426950408889634f; /* exp(x) = exp2(x * log2 e) */
-    if (head_dim == 64)
-        attention_prefill_kernel<64><<<grid, PF_THREADS, 0, stream>>>(q, q_stride, (cbf)k_cache, (cbf)v_cache, seq, pos,
-                                                                      (__nv_bfloat16 *)out, rows, heads, kv_heads,
-                                                                      max_context, scale_log2);
-    else
-        attention_prefill_kernel<128><<<grid, PF_THREADS, 0, stream>>>(q, q_stride, (cbf)k_cache, (cbf)v_cache, seq, pos,
-                                                                       (__nv_bfloat16 *)out, rows, heads, kv_heads,
-                                                                       max_context, scale_log2);
+    auto kernel = head_dim == 64 ? attention_prefill_kernel<64> : attention_prefill_kernel<128>;
+    const size_t smem = prefill_smem_bytes(head_dim);
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess)
+        return sm_fail(err, SM_ECUDA, "attention_prefill: %zu bytes of shared memory: %s", smem, cudaGetErrorString(e));
+    kernel<<<grid, PF_THREADS, smem, stream>>>(q, q_stride, (cbf)k_cache, (cbf)v_cache, seq, pos, (__nv_bfloat16 *)out, rows,
+                                               heads, kv_heads, max_context, scale_log2);
     return sm_kernel_launched("attention_prefill", err);
 }

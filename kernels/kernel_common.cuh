@@ -171,6 +171,17 @@ __device__ __forceinline__ void sm_ldmatrix_x4(uint32_t r[4], const void *smem) 
                      : "memory");
 }
 
+/* 16 bytes global -> shared, bypassing L1; src_bytes 0 writes zeros (predicated-off rows). */
+__device__ __forceinline__ void sm_cp_async16(void *smem, const void *gmem, int src_bytes) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void sm_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void sm_cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 /* Programmatic dependent launch (Hopper). A decode step is a chain of short kernels, each
  * paying a launch and a ramp-up; launched with sm_launch_pdl, a kernel may be scheduled while
  * the one before it is still finishing. Contract of such a kernel: before sm_pdl_wait() it only

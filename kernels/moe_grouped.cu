@@ -128,10 +128,6 @@ constexpr int PF_BM = 64, PF_BN = 64, PF_BK = 32, PF_THREADS = 128;
 constexpr int PF_LDS = PF_BK + 8;  /* bf16 row stride in smem: 80 bytes staggers the banks */
 constexpr int PF_LDC = PF_BN + 4;  /* fp32 epilogue stride */
 
-using sm_moe_mma::cp_async16;
-using sm_moe_mma::cp_async_commit;
-using sm_moe_mma::cp_async_wait;
-
 template <bool GATED>
 constexpr size_t prefill_smem_bytes() {
     const int nb = GATED ? 2 : 1;
@@ -172,14 +168,14 @@ __global__ void __launch_bounds__(PF_THREADS)
         for (int i = tid; i < PF_BM * (PF_BK / 8); i += PF_THREADS) {
             const int r = i / (PF_BK / 8), k = k0 + (i % (PF_BK / 8)) * 8;
             const bool ok = r < rows && k < K;
-            cp_async16(a + r * PF_LDS + (k - k0), ok ? in + (size_t)(row0 + r) * K + k : in, ok ? 16 : 0);
+            sm_cp_async16(a + r * PF_LDS + (k - k0), ok ? in + (size_t)(row0 + r) * K + k : in, ok ? 16 : 0);
         }
         __nv_bfloat16 *b = Bs + stage * NB * PF_BN * PF_LDS;
         for (int i = tid; i < NB * PF_BN * (PF_BK / 8); i += PF_THREADS) {
             const int nb = i / (PF_BN * (PF_BK / 8)), rem = i % (PF_BN * (PF_BK / 8));
             const int r = rem / (PF_BK / 8), k = k0 + (rem % (PF_BK / 8)) * 8, n = n0 + r;
             const bool ok = n < N && k < K;
-            cp_async16(b + (nb * PF_BN + r) * PF_LDS + (k - k0), ok ? we + ((size_t)nb * N + n) * K + k : we,
+            sm_cp_async16(b + (nb * PF_BN + r) * PF_LDS + (k - k0), ok ? we + ((size_t)nb * N + n) * K + k : we,
                        ok ? 16 : 0);
         }
     };
@@ -194,14 +190,14 @@ __global__ void __launch_bounds__(PF_THREADS)
 
     const int KT = (K + PF_BK - 1) / PF_BK;
     load_stage(0, 0);
-    cp_async_commit();
+    sm_cp_async_commit();
     for (int kt = 0; kt < KT; kt++) {
         if (kt + 1 < KT) {
             load_stage((kt + 1) & 1, (kt + 1) * PF_BK);
-            cp_async_commit();
-            cp_async_wait<1>();
+            sm_cp_async_commit();
+            sm_cp_async_wait<1>();
         } else {
-            cp_async_wait<0>();
+            sm_cp_async_wait<0>();
         }
         __syncthreads();
         const __nv_bfloat16 *a = As + (kt & 1) * PF_BM * PF_LDS;

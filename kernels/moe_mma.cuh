@@ -1,6 +1,6 @@
 /* kernels/moe_mma.cuh — internal to the grouped MoE kernels (moe_grouped.cu dispatches, the
  * tensor-core regimes live in moe_decode_mma.cu and moe_prefill_mma.cu): their launchers and
- * the device helpers they share (warp-level bf16 MMA through inline PTX, cp.async, ldmatrix,
+ * the device helpers they share (warp-level bf16 MMA through inline PTX, ldmatrix,
  * the GPU-side tile enumeration over expert offsets). Not a C API. */
 #ifndef SM_MOE_MMA_CUH
 #define SM_MOE_MMA_CUH
@@ -115,17 +115,6 @@ __device__ __forceinline__ void band_tile(const tile_ref &pos, int tile_rows, in
     *tn = b * band + in_band % band_w;
     *row0 = pos.begin + tm * tile_rows;
     *rows = min(tile_rows, pos.count - tm * tile_rows);
-}
-
-/* 16 bytes global -> shared, bypassing L1; src_bytes 0 writes zeros (predicated-off rows). */
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int src_bytes) {
-    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 } // namespace sm_moe_mma

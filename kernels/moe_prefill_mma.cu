@@ -93,8 +93,8 @@ __global__ void __launch_bounds__(PM_THREADS, 2)
         const int k0 = kt * PM_BK;
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            cp_async16(As + slot * PM_TILE + dst[h], a_src[h] + k0, a_bytes[h]);
-            cp_async16(Bs + slot * PM_TILE + dst[h], b_src[h] + k0, b_bytes[h]);
+            sm_cp_async16(As + slot * PM_TILE + dst[h], a_src[h] + k0, a_bytes[h]);
+            sm_cp_async16(Bs + slot * PM_TILE + dst[h], b_src[h] + k0, b_bytes[h]);
         }
     };
 
@@ -110,14 +110,14 @@ __global__ void __launch_bounds__(PM_THREADS, 2)
 #pragma unroll
     for (int st = 0; st < PM_STAGES - 1; st++) {
         if (st < KT) load_stage(st, st);
-        cp_async_commit(); /* one group per stage, empty or not, so the wait count below holds */
+        sm_cp_async_commit(); /* one group per stage, empty or not, so the wait count below holds */
     }
     for (int kt = 0; kt < KT; kt++) {
-        cp_async_wait<PM_STAGES - 2>(); /* this thread's copies of stage kt landed */
+        sm_cp_async_wait<PM_STAGES - 2>(); /* this thread's copies of stage kt landed */
         __syncthreads();                /* everyone's did, and everyone finished stage kt-1 */
         const int next = kt + PM_STAGES - 1;
         if (next < KT) load_stage(next % PM_STAGES, next); /* into the slot of stage kt-1 */
-        cp_async_commit();
+        sm_cp_async_commit();
         const __nv_bfloat16 *a = As + (kt % PM_STAGES) * PM_TILE, *b = Bs + (kt % PM_STAGES) * PM_TILE;
 #pragma unroll
         for (int kk = 0; kk < PM_BK / 16; kk++) {
@@ -141,7 +141,7 @@ __global__ void __launch_bounds__(PM_THREADS, 2)
                     sm_mma_16816(acc[i][j], af[i][0], af[i][1], af[i][2], af[i][3], bf[j][0], bf[j][1]);
         }
     }
-    cp_async_wait<0>(); /* only empty groups remain; leave none behind */
+    sm_cp_async_wait<0>(); /* only empty groups remain; leave none behind */
 
     const int g = lane >> 2, t = lane & 3;
 #pragma unroll
