@@ -38,8 +38,10 @@ constexpr int PF_ROWS = 64, PF_KV = 64, PF_THREADS = 128;
 /* Dynamic shared memory: two stages of a K and a V tile of PF_KV padded rows. */
 constexpr size_t prefill_smem_bytes(int hd) { return (size_t)2 * 2 * PF_KV * (hd + 8) * sizeof(__nv_bfloat16); }
 
+/* Three blocks an SM (168 registers, a few bytes spilled at head_dim 128) beat two (179): one
+ * 4096-token prompt of the Qwen3-30B shape on an H200 110.5 -> 106.6 ms end to end. */
 template <int HD>
-__global__ void __launch_bounds__(PF_THREADS)
+__global__ void __launch_bounds__(PF_THREADS, 3)
     attention_prefill_kernel(const float *__restrict__ q, int q_stride, const __nv_bfloat16 *__restrict__ k_cache,
                              const __nv_bfloat16 *__restrict__ v_cache, const int *__restrict__ seq,
                              const int *__restrict__ pos, __nv_bfloat16 *__restrict__ out, int rows, int heads,
