@@ -118,6 +118,18 @@ __global__ void gather_kernel(const __nv_bfloat16 *__restrict__ h, int hidden, c
     }
 }
 
+/* gather_kernel with 16-byte chunks (hidden and stride multiples of 8, aligned rows): the scalar
+ * kernel moved one bf16 and did a 64-bit division per element, 214 us for the 134 MB of a
+ * 4096-token Qwen3-30B prompt on an H200. */
+__global__ void gather_vec_kernel(const uint4 *__restrict__ h, int hidden8, const int *__restrict__ src, int top_k,
+                                  uint4 *xs, int stride8, int n) {
+    const long total = (long)n * stride8;
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total; i += (long)gridDim.x * blockDim.x) {
+        const int p = (int)(i / stride8), c = (int)(i - (long)p * stride8);
+        xs[i] = c < hidden8 ? h[(size_t)(src[p] / top_k) * hidden8 + c] : make_uint4(0u, 0u, 0u, 0u);
+    }
+}
+
 __global__ void combine_kernel(const __nv_bfloat16 *__restrict__ ys, int stride, const int *__restrict__ pos,
                                int top_k, float *x, int rows, int hidden) {
     const long total = (long)rows * hidden;
@@ -238,8 +250,12 @@ extern "C" sm_status sm_cuda_moe_gather(cudaStream_t stream, const sm_bf16_bits 
     NEED(n_assign >= 0 && hidden > 0 && stride >= hidden && top_k > 0, "moe_gather: bad shape (%d, hidden %d, stride %d)",
          n_assign, hidden, stride);
     if (!n_assign) return SM_OK;
-    gather_kernel<<<grid_for((long)n_assign * stride, 256), 256, 0, stream>>>((cbf)h, hidden, sorted_src, top_k,
-                                                                              (__nv_bfloat16 *)xs, stride, n_assign);
+    if (hidden % 8 == 0 && stride % 8 == 0 && (uintptr_t)h % 16 == 0 && (uintptr_t)xs % 16 == 0)
+        gather_vec_kernel<<<grid_for((long)n_assign * (stride / 8), 256), 256, 0, stream>>>(
+            (const uint4 *)h, hidden / 8, sorted_src, top_k, (uint4 *)xs, stride / 8, n_assign);
+    else
+        gather_kernel<<<grid_for((long)n_assign * stride, 256), 256, 0, stream>>>((cbf)h, hidden, sorted_src, top_k,
+                                                                                  (__nv_bfloat16 *)xs, stride, n_assign);
     return sm_kernel_launched("moe_gather", err);
 }
 
