@@ -365,7 +365,7 @@ extern "C" sm_status sm_cuda_moe_combine_rmsnorm(cudaStream_t stream, const sm_b
     if (!rows) return SM_OK;
     NEED(ys && sorted_pos && x, "moe_combine_rmsnorm: NULL device pointer");
     /* the thread count of sm_cuda_rmsnorm_f32: it fixes the order of the sum of squares */
-    const int threads = hidden >= 1024 ? 1024 : (hidden + 31) / 32 * 32;
+    const int threads = sm_rms_threads(hidden);
     const bool vec = hidden % 8 == 0 && stride % 8 == 0 && (uintptr_t)ys % 16 == 0 && (uintptr_t)x % 16 == 0;
     const size_t slots = (size_t)(top_k + 3) / 4 * 4 * sizeof(int), row_bytes = (size_t)hidden * sizeof(float);
     NEED(slots <= 16384, "moe_combine_rmsnorm: top_k %d too large", top_k);

@@ -211,7 +211,7 @@ extern "C" sm_status sm_cuda_gemv_norm_xwt(cudaStream_t stream, const float *x, 
     NEED(x && norm_weight, "gemv_norm: NULL x or norm weight");
     SM_TRY(check(w, y, y_f32, beta, rows, n, k, sm_cuda_gemv_norm_fits(rows, n, k, w), err));
     const norm_args nx = {x, reinterpret_cast<const __nv_bfloat16 *>(norm_weight), eps,
-                          reinterpret_cast<__nv_bfloat16 *>(h_out), k >= 1024 ? 1024 : (k + 31) / 32 * 32};
+                          reinterpret_cast<__nv_bfloat16 *>(h_out), sm_rms_threads(k)};
     launch_rows<true>(stream, NULL, w, y, y_f32, beta, rows, n, k, nx);
     return sm_kernel_launched("gemv_norm", err);
 }

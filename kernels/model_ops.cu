@@ -201,7 +201,7 @@ extern "C" sm_status sm_cuda_rmsnorm_f32(cudaStream_t stream, const float *x, co
     NEED(rows >= 0 && dim > 0, "rmsnorm_f32: bad shape (rows %d, dim %d)", rows, dim);
     NEED(!out_f32 != !out_bf16, "rmsnorm_f32: exactly one of out_f32 / out_bf16 must be given");
     if (!rows) return SM_OK;
-    const int threads = dim >= 1024 ? 1024 : (dim + 31) / 32 * 32;
+    const int threads = sm_rms_threads(dim);
     sm_launch_pdl(rmsnorm_kernel, rows, threads, 0, stream, x, src, (cbf)weight, out_f32, (__nv_bfloat16 *)out_bf16, dim, eps);
     return sm_kernel_launched("rmsnorm_f32", err);
 }
