@@ -24,9 +24,12 @@ __global__ void __launch_bounds__(QKR_WARPS * 32)
     qk_norm_rope_kv_kernel(float *qkv, int stride, int heads, int kvh, int hd, const __nv_bfloat16 *__restrict__ qw,
                            const __nv_bfloat16 *__restrict__ kw, float eps, const int *__restrict__ pos, float theta,
                            const int *__restrict__ seq, __nv_bfloat16 *kc, __nv_bfloat16 *vc, int max_context) {
+    __shared__ float buf[QKR_WARPS][QKR_MAX_HD], inv_freq[QKR_MAX_HD / 2];
+    /* the RoPE frequencies depend on nothing earlier kernels write: before the PDL wait */
+    for (int i = threadIdx.x; i < hd / 2; i += blockDim.x) inv_freq[i] = sm_rope_inv_freq(i, hd, theta);
+    __syncthreads();
     sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
     sm_pdl_wait();
-    __shared__ float buf[QKR_WARPS][QKR_MAX_HD];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int slice = blockIdx.x * QKR_WARPS + warp, r = blockIdx.y;
     if (slice >= heads + 2 * kvh) return;
@@ -40,7 +43,7 @@ __global__ void __launch_bounds__(QKR_WARPS * 32)
     }
     const bool is_k = slice >= heads;
     __nv_bfloat16 *kdst = is_k ? kc + at + (size_t)(slice - heads) * hd : NULL;
-    sm_warp_head_norm_rope(v, v, is_k ? kw : qw, eps, hd, p, theta, buf[warp], kdst);
+    sm_warp_head_norm_rope(v, v, is_k ? kw : qw, eps, hd, p, theta, buf[warp], kdst, inv_freq);
 }
 
 /* ---- MoE combine + RMSNorm ----------------------------------------------------------------- */

@@ -113,9 +113,15 @@ __device__ __forceinline__ float sm_block_sum(float v, float *shared32) {
  * position p (rope_kernel's: rotate-half, inv_freq from theta in double), into dst (fp32; may be
  * src) and, when kdst != NULL, rounded to BF16 into kdst (the K cache slot). buf: hd floats of
  * shared scratch for this warp — RoPE pairs element i with i + hd/2, which another lane holds.
+ * inv_freq_table: sm_rope_inv_freq(i, hd, theta) for i < hd/2, precomputed (NULL: computed here;
+ * the double-precision pow per element was half of qk_norm_rope_kv's time on long prompts).
  * Shared by qk_norm_rope_kv and the fused decode attention, so the two stay bit-identical. */
+__device__ __forceinline__ float sm_rope_inv_freq(int i, int hd, float theta) {
+    return (float)(1.0 / pow((double)theta, (double)(2 * i) / (double)hd));
+}
 __device__ __forceinline__ void sm_warp_head_norm_rope(const float *src, float *dst, const __nv_bfloat16 *w, float eps,
-                                                       int hd, int p, float theta, float *buf, __nv_bfloat16 *kdst) {
+                                                       int hd, int p, float theta, float *buf, __nv_bfloat16 *kdst,
+                                                       const float *inv_freq_table = nullptr) {
     const int lane = threadIdx.x & 31;
     if (w) {
         float ss = 0;
@@ -133,7 +139,7 @@ __device__ __forceinline__ void sm_warp_head_norm_rope(const float *src, float *
     __syncwarp();
     const int half = hd / 2;
     for (int i = lane; i < half; i += 32) {
-        const float inv_freq = (float)(1.0 / pow((double)theta, (double)(2 * i) / (double)hd));
+        const float inv_freq = inv_freq_table ? inv_freq_table[i] : sm_rope_inv_freq(i, hd, theta);
         const float angle = (float)p * inv_freq;
         const float c = cosf(angle), s = sinf(angle);
         const float a = buf[i], bb = buf[i + half];

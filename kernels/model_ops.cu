@@ -163,8 +163,22 @@ __global__ void argmax_kernel(const float *__restrict__ logits, int vocab, int *
     const float *l = logits + (size_t)blockIdx.x * vocab;
     float bv = 0;
     int bi = -1;
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x)
-        if (!isnan(l[i]) && better(l[i], i, bv, bi)) { bv = l[i]; bi = i; }
+    if (vocab % 4 == 0 && ((uintptr_t)logits & 15) == 0) {
+        /* 16-byte loads, eight in flight a thread: one scalar load at a time left a 152k-entry row
+         * (Qwen3) latency-bound at ~38 us, 1% of a batch-1 decode step on an H200 */
+        const float4 *l4 = reinterpret_cast<const float4 *>(l);
+#pragma unroll 8
+        for (int c = threadIdx.x; c < vocab / 4; c += blockDim.x) {
+            const float4 v = l4[c];
+            const float e[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int q = 0; q < 4; q++)
+                if (!isnan(e[q]) && better(e[q], 4 * c + q, bv, bi)) { bv = e[q]; bi = 4 * c + q; }
+        }
+    } else {
+        for (int i = threadIdx.x; i < vocab; i += blockDim.x)
+            if (!isnan(l[i]) && better(l[i], i, bv, bi)) { bv = l[i]; bi = i; }
+    }
     for (int o = 16; o > 0; o >>= 1) {
         const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
         const int oi = __shfl_xor_sync(0xffffffffu, bi, o);

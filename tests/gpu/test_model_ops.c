@@ -343,11 +343,14 @@ static void test_moe_permute(void) {
 
 static void test_gate_bias_argmax(void) {
     uint64_t seed = 53;
-    const int sizes[][2] = {{1, 8}, {5, 100}, {17, 2048}, {3, 151936}};
+    /* vocab 101 and 151937 take argmax's scalar loop, the others its 16-byte loads */
+    const int sizes[][2] = {{1, 8}, {5, 100}, {17, 2048}, {3, 151936}, {4, 101}, {3, 151937}};
     for (size_t t = 0; t < sizeof sizes / sizeof sizes[0]; t++) {
         int rows = sizes[t][0], dim = sizes[t][1];
         sm_error err = {0};
         float *h = gpu_test_random_bf16((size_t)rows * dim, 1.0f, &seed), *w = gpu_test_random_bf16((size_t)dim, 0.1f, &seed);
+        for (int r = 1; r < rows; r += 2) /* odd rows: a tie for the maximum, the first must win */
+            h[(size_t)r * dim + dim / 3 + 1] = h[(size_t)r * dim + 2 * dim / 3] = 8.0f;
         void *d_h = gpu_test_upload_bf16(h, rows, dim, dim), *d_w = gpu_test_upload_bf16(w, 1, dim, dim);
         float *d_g = gpu_test_malloc((size_t)rows * 4), *d_l = gpu_test_upload(h, (size_t)rows * dim * 4);
         int *d_ids = gpu_test_malloc((size_t)rows * 4);
