@@ -610,7 +610,7 @@ static sm_status dev_forward(sm_model_dev *m, const sm_row *rows, int n_rows, co
                    .attn = sm_cuda_attention_plan(n, c->num_heads, c->num_kv_heads, c->head_dim, max_len, m->sm_count),
                    .prompt_run = prompt_run};
         /* the first n entries of each of the four segments (kernels and graphs read no more): a
-         * decode step copies 16 ints a row, not the whole 4 x chunk_rows table (64 KB at 4096) */
+         * decode step copies 16 bytes a row, not the whole 4 x chunk_rows table (64 KB at 4096) */
         const size_t seg_bytes = (size_t)m->w->chunk_rows * sizeof(int);
         SM_TRY(sm_cuda_check(cudaMemcpy2DAsync(m->d_rows, seg_bytes, m->h_rows, seg_bytes, (size_t)n * sizeof(int), 4,
                                                cudaMemcpyHostToDevice, m->stream), err, "GPU model: copying the row table"));
