@@ -108,6 +108,11 @@ __device__ __forceinline__ float sm_block_sum(float v, float *shared32) {
     return t;
 }
 
+/* RoPE's inverse frequency of pair i (rope_kernel's: from theta in double). */
+__device__ __forceinline__ float sm_rope_inv_freq(int i, int hd, float theta) {
+    return (float)(1.0 / pow((double)theta, (double)(2 * i) / (double)hd));
+}
+
 /* One warp, one attention head of hd (even, <= 256) fp32 values at src: RMS-normalised and
  * scaled by w (head_rmsnorm_kernel's arithmetic; w NULL: no norm), then rotated by RoPE at
  * position p (rope_kernel's: rotate-half, inv_freq from theta in double), into dst (fp32; may be
@@ -116,9 +121,6 @@ __device__ __forceinline__ float sm_block_sum(float v, float *shared32) {
  * inv_freq_table: sm_rope_inv_freq(i, hd, theta) for i < hd/2, precomputed (NULL: computed here;
  * the double-precision pow per element was half of qk_norm_rope_kv's time on long prompts).
  * Shared by qk_norm_rope_kv and the fused decode attention, so the two stay bit-identical. */
-__device__ __forceinline__ float sm_rope_inv_freq(int i, int hd, float theta) {
-    return (float)(1.0 / pow((double)theta, (double)(2 * i) / (double)hd));
-}
 __device__ __forceinline__ void sm_warp_head_norm_rope(const float *src, float *dst, const __nv_bfloat16 *w, float eps,
                                                        int hd, int p, float theta, float *buf, __nv_bfloat16 *kdst,
                                                        const float *inv_freq_table = nullptr) {

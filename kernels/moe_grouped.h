@@ -16,9 +16,9 @@
  *                 streams each weight once for up to 32 tokens with mma.sync (moe_decode_mma.cu);
  *   prefill-mma — 128×128×32 mma.sync tiles, ldmatrix, 3-stage cp.async (moe_prefill_mma.cu);
  *                 needs K % 32 == 0 and N % 64 == 0, other shapes run `prefill` instead;
- *   prefill-wgmma — Hopper: 128×128×64 tiles copied by TMA, multiplied by wgmma from shared
- *                 memory, a producer warpgroup and two consumers (moe_prefill_wgmma.cu); any
- *                 shape (operands not 16-byte aligned run prefill-mma's choice instead).
+ *   prefill-wgmma — Hopper: 128×256×64 tiles copied by TMA, multiplied by wgmma from shared
+ *                 memory, a producer warp and two consumer warpgroups (moe_prefill_wgmma.cu);
+ *                 any shape (operands not 16-byte aligned run prefill-mma's choice instead).
  * AUTO chooses by tokens per expert (see pick() in moe_grouped.cu); the mma kernels join it
  * through auto_allow (sm_moe_auto_allow_from_env: on unless the environment turns them off).
  *

@@ -1,7 +1,7 @@
 /* kernels/moe_mma.cuh — internal to the grouped MoE kernels (moe_grouped.cu dispatches, the
- * tensor-core regimes live in moe_decode_mma.cu and moe_prefill_mma.cu): their launchers and
- * the device helpers they share (warp-level bf16 MMA through inline PTX, ldmatrix,
- * the GPU-side tile enumeration over expert offsets). Not a C API. */
+ * tensor-core regimes live in moe_decode_mma.cu, moe_prefill_mma.cu and moe_prefill_wgmma.cu):
+ * their launchers and the GPU-side tile enumeration over expert offsets they share (the MMA,
+ * ldmatrix and cp.async helpers are in kernel_common.cuh). Not a C API. */
 #ifndef SM_MOE_MMA_CUH
 #define SM_MOE_MMA_CUH
 
