@@ -58,18 +58,19 @@ struct tile_ref {
 /* Expert e owns ceil(n_e / tile_rows) * n_tiles consecutive tiles, in expert order. Called by
  * warp 0 only: the warp walks the device offsets 32 experts at a time with a prefix sum
  * (~E/32 steps), so the mapping follows routing written after a graph was captured.
- * out->expert must be -1 beforehand; only the owning lane writes. */
+ * out->expert must be -1 beforehand; only the owning lane writes.
+ * The offsets of the first FIND_TILE_CHUNKS chunks (128 experts) are requested together before
+ * any is scanned: loaded chunk by chunk, they cost up to four dependent L2 round trips at the
+ * start of every CTA, before it could request a single weight. */
+constexpr int FIND_TILE_CHUNKS = 4;
+
 __device__ __forceinline__ void find_tile(const int *offsets, int num_experts, int tile, int tile_rows, int n_tiles,
                                           tile_ref *out) {
     const int lane = threadIdx.x & 31;
     int before = 0; /* tiles of the experts in earlier chunks */
-    for (int e0 = 0; e0 < num_experts; e0 += 32) {
-        const int e = e0 + lane;
-        int begin = 0, n = 0;
-        if (e < num_experts) {
-            begin = offsets[e];
-            n = offsets[e + 1] - begin;
-        }
+    /* One chunk of 32 experts from e0 (this lane's expert has n rows from begin); true once the
+     * tile is found (uniform: before is the same in every lane). */
+    auto scan_chunk = [&](int e0, int begin, int n) {
         const int t = n > 0 ? ((n - 1) / tile_rows + 1) * n_tiles : 0;
         int incl = t;
 #pragma unroll
@@ -79,13 +80,31 @@ __device__ __forceinline__ void find_tile(const int *offsets, int num_experts, i
         }
         const int excl = incl - t, chunk_total = __shfl_sync(0xffffffffu, incl, 31);
         if (tile >= before + excl && tile < before + incl) {
-            out->expert = e;
+            out->expert = e0 + lane;
             out->begin = begin;
             out->count = n;
             out->local = tile - before - excl;
         }
         before += chunk_total;
-        if (before > tile) break; /* uniform: chunk_total is the same in every lane */
+        return before > tile;
+    };
+    /* offsets[c * 32 + lane]; one more chunk holds the end of the last expert of each */
+    int first[FIND_TILE_CHUNKS + 1];
+#pragma unroll
+    for (int c = 0; c <= FIND_TILE_CHUNKS; c++) {
+        const int e = c * 32 + lane;
+        first[c] = e <= num_experts ? offsets[e] : 0;
+    }
+#pragma unroll
+    for (int c = 0; c < FIND_TILE_CHUNKS; c++) {
+        if (c * 32 >= num_experts) return;
+        const int next = __shfl_sync(0xffffffffu, first[c], (lane + 1) & 31), next0 = __shfl_sync(0xffffffffu, first[c + 1], 0);
+        const int end = lane < 31 ? next : next0;
+        if (scan_chunk(c * 32, first[c], c * 32 + lane < num_experts ? end - first[c] : 0)) return;
+    }
+    for (int e0 = FIND_TILE_CHUNKS * 32; e0 < num_experts; e0 += 32) {
+        const int e = e0 + lane, b = e < num_experts ? offsets[e] : 0;
+        if (scan_chunk(e0, b, e < num_experts ? offsets[e + 1] - b : 0)) return;
     }
 }
 

@@ -185,9 +185,10 @@ static void moe_batch_check(moe_batch *b, const float *wd, const void *d_wgu, co
 
 static void test_moe_grouped(void) {
     /* H, F, E: odd multiples of 8 (decode tails, prefill-mma refused), multiples of 64 (prefill-mma
-     * taken; N = 192 leaves half a 128-wide down tile), and H = 2048 (several load batches per warp) */
+     * taken; N = 192 leaves half a 128-wide down tile), H = 2048 (several load batches per warp),
+     * and 160 experts (find_tile past the 128 whose offsets it requests at once) */
     const int shapes[][3] = {{64, 32, 4}, {72, 24, 3}, {136, 40, 5}, {256, 200, 16},
-                             {128, 64, 4}, {192, 128, 3}, {2048, 192, 8}};
+                             {128, 64, 4}, {192, 128, 3}, {2048, 192, 8}, {64, 32, 160}};
     const int n_list[] = {1, 3, 17, 150, 300};
     uint64_t seed = 0x1234567;
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
