@@ -57,8 +57,6 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
     attention_kernel(const float *__restrict__ q, int q_stride, const __nv_bfloat16 *kc, const __nv_bfloat16 *vc,
                      const int *__restrict__ seq, const int *__restrict__ pos, __nv_bfloat16 *__restrict__ out, int heads,
                      int kv_heads, int hd, int max_context, float scale, qk_fuse fuse, void *split_ws, int splits) {
-    sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
-    sm_pdl_wait();
     __shared__ float s_m[ATTN_WARPS][G], s_l[ATTN_WARPS][G];
     __shared__ float s_acc[ATTN_WARPS][G][NPER * 32];
     __shared__ int s_last;
@@ -66,6 +64,17 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
     const int units = G == 1 ? heads : kv_heads;
     const int ru = blockIdx.x / S, split = blockIdx.x % S;
     const int r = ru / units, u = ru % units;
+    /* FUSED: the new position's RoPE cosines and sines before the PDL wait (positions are the
+     * step's row table, uploaded before its first kernel): the double pow and the cosf/sinf per
+     * element sat on the step's critical path in every block (H200, batch 1: 11.7 us a layer
+     * for this launch, measured by leaving it out). */
+    __shared__ float f_cs[FUSED ? NPER * 32 : 1];
+    sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
+    if (FUSED) {
+        sm_rope_cos_sin(f_cs, hd, pos[r], fuse.theta);
+        __syncthreads();
+    }
+    sm_pdl_wait();
     const int h0 = G == 1 ? u : u * G, g = G == 1 ? u / (heads / kv_heads) : u;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int kvd = kv_heads * hd, n = pos[r] + 1;
@@ -88,10 +97,10 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
         for (int task = warp; task < G + 2; task += ATTN_WARPS) {
             if (task < G)
                 sm_warp_head_norm_rope(qrow + (size_t)(h0 + task) * hd, f_q[task], fuse.q_norm, fuse.eps, hd, p, fuse.theta,
-                                       f_buf[warp], NULL);
+                                       f_buf[warp], NULL, nullptr, f_cs);
             else if (task == G) /* only the BF16 k is kept: its fp32 result may overwrite the scratch */
                 sm_warp_head_norm_rope(qrow + (size_t)(heads + g) * hd, f_buf[warp], fuse.k_norm, fuse.eps, hd, p,
-                                       fuse.theta, f_buf[warp], f_k);
+                                       fuse.theta, f_buf[warp], f_k, nullptr, f_cs);
             else
                 for (int i = lane; i < hd; i += 32) f_v[i] = __float2bfloat16_rn(qrow[(size_t)(heads + kv_heads + g) * hd + i]);
         }

@@ -26,26 +26,38 @@ struct norm_args {
 /* xs[r] = BF16(x[r] / rms(x[r]) * weight), bit for bit what sm_cuda_rmsnorm_f32 (model_ops.cu)
  * writes: its sum of squares is replayed with its thread-to-element map and reduction order —
  * each of its warps' partial sums (a strided loop, then sm_warp_sum) computed by one of ours,
- * the warp totals added in warp order — so the scale and every rounding are the same. */
-__device__ void norm_rows(const norm_args &a, int rows, int k, __nv_bfloat16 *xs) {
+ * the warp totals added in warp order — so the scale and every rounding are the same. The
+ * strided loop's loads are issued eight at a time (added in the same order): one at a time,
+ * they made the router GEMV's prologue a chain of L2 round trips. On entry xs[0..k) holds the
+ * norm weights (copied there before the PDL wait, by the thread that reads each one back here:
+ * rows are written last to first, so row 0 overwrites them last). */
+__device__ __forceinline__ void norm_rows(const norm_args &a, int rows, int k, __nv_bfloat16 *xs) {
     __shared__ float partial[SM_GEMV_MAX_ROWS][32];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, vwarps = a.threads / 32;
     for (int rw = warp; rw < rows * vwarps; rw += GEMV_WARPS) {
         const int r = rw / vwarps, vw = rw % vwarps;
         const float *xr = a.x + (size_t)r * k;
         float ss = 0;
-        for (int i = vw * 32 + lane; i < k; i += a.threads) ss += xr[i] * xr[i];
+        int i = vw * 32 + lane;
+        for (; i + 7 * a.threads < k; i += 8 * a.threads) {
+            float t[8];
+#pragma unroll
+            for (int m = 0; m < 8; m++) t[m] = xr[i + m * a.threads];
+#pragma unroll
+            for (int m = 0; m < 8; m++) ss += t[m] * t[m];
+        }
+        for (; i < k; i += a.threads) ss += xr[i] * xr[i];
         ss = sm_warp_sum(ss);
         if (lane == 0) partial[r][vw] = ss;
     }
     __syncthreads();
-    for (int r = 0; r < rows; r++) {
+    for (int r = rows - 1; r >= 0; r--) {
         float t = 0;
-        for (int w = 0; w < vwarps; w++) t += partial[r][w];
+        for (int v = 0; v < vwarps; v++) t += partial[r][v];
         const float scale = 1.0f / sqrtf(t / (float)k + a.eps);
         const float *xr = a.x + (size_t)r * k;
         for (int i = threadIdx.x; i < k; i += blockDim.x) {
-            const __nv_bfloat16 v = __float2bfloat16_rn((xr[i] * scale) * __bfloat162float(a.weight[i]));
+            const __nv_bfloat16 v = __float2bfloat16_rn((xr[i] * scale) * __bfloat162float(xs[i]));
             xs[(size_t)r * k + i] = v;
             if (a.h_out && blockIdx.x == 0) a.h_out[(size_t)r * k + i] = v;
         }
@@ -79,6 +91,10 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
         const int c = u * 32 + lane;
 #pragma unroll
         for (int j = 0; j < COLS; j++) v[j][u] = live[j] && c < k8 ? sm_load_stream(wr[j] + c) : make_uint4(0, 0, 0, 0);
+    }
+    if (NORM) { /* the norm weights too: norm_rows reads them from here */
+        __nv_bfloat16 *ws = reinterpret_cast<__nv_bfloat16 *>(xs);
+        for (int i = threadIdx.x; i < k; i += blockDim.x) ws[i] = nx.weight[i];
     }
     sm_pdl_trigger();
     sm_pdl_wait();

@@ -108,9 +108,21 @@ __device__ __forceinline__ float sm_block_sum(float v, float *shared32) {
     return t;
 }
 
-/* RoPE's inverse frequency of pair i (rope_kernel's: from theta in double). */
+/* RoPE's inverse frequency of pair i, as the CPU twin computes it (from theta in double). */
 __device__ __forceinline__ float sm_rope_inv_freq(int i, int hd, float theta) {
     return (float)(1.0 / pow((double)theta, (double)(2 * i) / (double)hd));
+}
+
+/* cos_sin[i], cos_sin[hd/2 + i]: the cosine and sine of RoPE angle i at position p, as
+ * sm_warp_head_norm_rope computes them; the block's threads share the hd/2 angles (the caller
+ * synchronises before reading them). */
+__device__ __forceinline__ void sm_rope_cos_sin(float *cos_sin, int hd, int p, float theta) {
+    const int half = hd / 2;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        const float angle = (float)p * sm_rope_inv_freq(i, hd, theta);
+        cos_sin[i] = cosf(angle);
+        cos_sin[half + i] = sinf(angle);
+    }
 }
 
 /* One warp, one attention head of hd (even, <= 256) fp32 values at src: RMS-normalised and
@@ -119,11 +131,14 @@ __device__ __forceinline__ float sm_rope_inv_freq(int i, int hd, float theta) {
  * src) and, when kdst != NULL, rounded to BF16 into kdst (the K cache slot). buf: hd floats of
  * shared scratch for this warp — RoPE pairs element i with i + hd/2, which another lane holds.
  * inv_freq_table: sm_rope_inv_freq(i, hd, theta) for i < hd/2, precomputed (NULL: computed here;
- * the double-precision pow per element was half of qk_norm_rope_kv's time on long prompts).
- * Shared by qk_norm_rope_kv and the fused decode attention, so the two stay bit-identical. */
+ * the double-precision pow per element was half of qk_norm_rope_kv's time on long prompts);
+ * cos_sin: cos then sin of every angle at position p, precomputed by sm_rope_cos_sin (NULL: both
+ * computed here). Shared by qk_norm_rope_kv and the fused decode attention, so the two stay
+ * bit-identical. */
 __device__ __forceinline__ void sm_warp_head_norm_rope(const float *src, float *dst, const __nv_bfloat16 *w, float eps,
                                                        int hd, int p, float theta, float *buf, __nv_bfloat16 *kdst,
-                                                       const float *inv_freq_table = nullptr) {
+                                                       const float *inv_freq_table = nullptr,
+                                                       const float *cos_sin = nullptr) {
     const int lane = threadIdx.x & 31;
     if (w) {
         float ss = 0;
@@ -141,9 +156,15 @@ __device__ __forceinline__ void sm_warp_head_norm_rope(const float *src, float *
     __syncwarp();
     const int half = hd / 2;
     for (int i = lane; i < half; i += 32) {
-        const float inv_freq = inv_freq_table ? inv_freq_table[i] : sm_rope_inv_freq(i, hd, theta);
-        const float angle = (float)p * inv_freq;
-        const float c = cosf(angle), s = sinf(angle);
+        float c, s;
+        if (cos_sin) {
+            c = cos_sin[i];
+            s = cos_sin[half + i];
+        } else {
+            const float angle = (float)p * (inv_freq_table ? inv_freq_table[i] : sm_rope_inv_freq(i, hd, theta));
+            c = cosf(angle);
+            s = sinf(angle);
+        }
         const float a = buf[i], bb = buf[i + half];
         const float lo = a * c - bb * s, hi = bb * c + a * s;
         dst[i] = lo;

@@ -66,8 +66,7 @@ __global__ void rope_kernel(float *x, int stride, const int *__restrict__ pos, i
     for (long t = blockIdx.x * (long)blockDim.x + threadIdx.x; t < total; t += (long)gridDim.x * blockDim.x) {
         const int i = (int)(t % half), h = (int)(t / half % heads), r = (int)(t / half / heads);
         /* the CPU twin's (and transformers') arithmetic: inv_freq via double pow, angle in fp32 */
-        const float inv_freq = (float)(1.0 / pow((double)theta, (double)(2 * i) / (double)hd));
-        const float angle = (float)pos[r] * inv_freq;
+        const float angle = (float)pos[r] * sm_rope_inv_freq(i, hd, theta);
         const float c = cosf(angle), s = sinf(angle);
         float *v = x + (size_t)r * stride + (size_t)h * hd;
         const float a = v[i], b = v[i + half];
