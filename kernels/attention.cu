@@ -9,6 +9,7 @@
 
 #define ATTN_WARPS 8
 #define ATTN_POS 4 /* cached positions a warp takes per step */
+#define ATTN_PREFETCH_MAX 256 /* cached positions a block asks into L2 before its PDL wait */
 
 namespace {
 
@@ -69,12 +70,17 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
      * element sat on the step's critical path in every block (H200, batch 1: 11.7 us a layer
      * for this launch, measured by leaving it out). */
     __shared__ float f_cs[FUSED ? NPER * 32 : 1];
+    __shared__ __nv_bfloat16 f_qn[FUSED ? NPER * 32 : 1], f_kn[FUSED ? NPER * 32 : 1]; /* the q/k norm weights, too */
     sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
     if (FUSED) {
         sm_rope_cos_sin(f_cs, hd, pos[r], fuse.theta);
+        if (fuse.q_norm)
+            for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+                f_qn[i] = fuse.q_norm[i];
+                f_kn[i] = fuse.k_norm[i];
+            }
         __syncthreads();
     }
-    sm_pdl_wait();
     const int h0 = G == 1 ? u : u * G, g = G == 1 ? u / (heads / kv_heads) : u;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int kvd = kv_heads * hd, n = pos[r] + 1;
@@ -86,6 +92,19 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
         t_begin = split * chunk;
         t_end = min(n, t_begin + chunk);
     }
+    /* The cached K/V rows this block reads are asked into L2 before the PDL wait: no kernel of
+     * the step writes them (the rows this step adds are written by the kernel just before, or by
+     * this one, and L2 is where those writes land). They came from HBM after the wait. */
+    {
+        const int lines_per_row = (hd * 2 + 127) / 128, rows = min(t_end, t_begin + ATTN_PREFETCH_MAX) - t_begin;
+        const size_t base = (size_t)seq[r] * max_context * kvd + (size_t)g * hd;
+        for (int i = threadIdx.x; i < 2 * rows * lines_per_row; i += blockDim.x) {
+            const int t = t_begin + i / (2 * lines_per_row), rest = i % (2 * lines_per_row);
+            const __nv_bfloat16 *cache = rest < lines_per_row ? kc : vc;
+            sm_prefetch_l2(cache + base + (size_t)t * kvd + (size_t)(rest % lines_per_row) * 64);
+        }
+    }
+    sm_pdl_wait();
     const float *qrow = q + (size_t)r * q_stride;
     /* FUSED: the unit's q heads and its group's new K/V, made here exactly as qk_norm_rope_kv
      * makes them (the same device function); the newest position is read from shared memory,
@@ -96,11 +115,11 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
         const int p = n - 1;
         for (int task = warp; task < G + 2; task += ATTN_WARPS) {
             if (task < G)
-                sm_warp_head_norm_rope(qrow + (size_t)(h0 + task) * hd, f_q[task], fuse.q_norm, fuse.eps, hd, p, fuse.theta,
-                                       f_buf[warp], NULL, nullptr, f_cs);
+                sm_warp_head_norm_rope(qrow + (size_t)(h0 + task) * hd, f_q[task], fuse.q_norm ? f_qn : NULL, fuse.eps, hd,
+                                       p, fuse.theta, f_buf[warp], NULL, nullptr, f_cs);
             else if (task == G) /* only the BF16 k is kept: its fp32 result may overwrite the scratch */
-                sm_warp_head_norm_rope(qrow + (size_t)(heads + g) * hd, f_buf[warp], fuse.k_norm, fuse.eps, hd, p,
-                                       fuse.theta, f_buf[warp], f_k, nullptr, f_cs);
+                sm_warp_head_norm_rope(qrow + (size_t)(heads + g) * hd, f_buf[warp], fuse.k_norm ? f_kn : NULL, fuse.eps,
+                                       hd, p, fuse.theta, f_buf[warp], f_k, nullptr, f_cs);
             else
                 for (int i = lane; i < hd; i += 32) f_v[i] = __float2bfloat16_rn(qrow[(size_t)(heads + kv_heads + g) * hd + i]);
         }

@@ -53,10 +53,20 @@ __global__ void __launch_bounds__(QKR_WARPS * 32)
  * thread, and leaves the new row in shared memory; the sum of squares then walks the row with
  * rmsnorm_kernel's thread-to-element map, so its order and result are the same.
  * row_smem: hidden floats in shared memory (else the row is re-read from x). */
+constexpr int COMBINE_W_PREFETCH = 16; /* all of them for hidden <= 4096 at 256 threads */
+
 __global__ void combine_rmsnorm_kernel(const __nv_bfloat16 *__restrict__ ys, int stride,
                                        const int *__restrict__ sorted_pos, int top_k, float *x, int hidden,
                                        const __nv_bfloat16 *__restrict__ w, float eps, __nv_bfloat16 *out, bool vec,
                                        bool row_smem) {
+    /* The norm weights a thread scales (rmsnorm's element map) are requested before the PDL
+     * wait: read at the end, they were one more L2 round trip on a decode step's critical path. */
+    float wpre[COMBINE_W_PREFETCH];
+#pragma unroll
+    for (int m = 0; m < COMBINE_W_PREFETCH; m++) {
+        const int i = threadIdx.x + m * blockDim.x;
+        wpre[m] = w && i < hidden ? bf(w[i]) : 0.0f;
+    }
     sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
     sm_pdl_wait();
     extern __shared__ __align__(16) float comb_smem[]; /* [top_k] slot positions, then [hidden] the new row */
@@ -66,6 +76,12 @@ __global__ void combine_rmsnorm_kernel(const __nv_bfloat16 *__restrict__ ys, int
     float *row = comb_smem + (top_k + 3) / 4 * 4; /* 16-byte aligned */
     float *xr = x + (size_t)r * hidden;
     for (int j = threadIdx.x; j < top_k; j += blockDim.x) slot[j] = sorted_pos[(size_t)r * top_k + j];
+    /* the residual's first chunk requested with the slot positions, not after them */
+    float4 x_lo = make_float4(0, 0, 0, 0), x_hi = x_lo;
+    if (vec && threadIdx.x < hidden / 8) {
+        x_lo = reinterpret_cast<const float4 *>(xr)[2 * threadIdx.x];
+        x_hi = reinterpret_cast<const float4 *>(xr)[2 * threadIdx.x + 1];
+    }
     __syncthreads();
     if (vec) {
         for (int c = threadIdx.x; c < hidden / 8; c += blockDim.x) {
@@ -78,7 +94,7 @@ __global__ void combine_rmsnorm_kernel(const __nv_bfloat16 *__restrict__ ys, int
                 for (int q = 0; q < 8; q++) s[q] += f[q];
             }
             float4 *x4 = reinterpret_cast<float4 *>(xr) + 2 * c;
-            float4 lo = x4[0], hi = x4[1];
+            float4 lo = c == threadIdx.x ? x_lo : x4[0], hi = c == threadIdx.x ? x_hi : x4[1];
             lo.x += s[0]; lo.y += s[1]; lo.z += s[2]; lo.w += s[3];
             hi.x += s[4]; hi.y += s[5]; hi.z += s[6]; hi.w += s[7];
             x4[0] = lo;
@@ -104,7 +120,12 @@ __global__ void combine_rmsnorm_kernel(const __nv_bfloat16 *__restrict__ ys, int
     for (int i = threadIdx.x; i < hidden; i += blockDim.x) ss += src[i] * src[i];
     ss = sm_block_sum(ss, red);
     const float scale = 1.0f / sqrtf(ss / (float)hidden + eps);
-    for (int i = threadIdx.x; i < hidden; i += blockDim.x)
+#pragma unroll
+    for (int m = 0; m < COMBINE_W_PREFETCH; m++) {
+        const int i = threadIdx.x + m * blockDim.x;
+        if (i < hidden) out[(size_t)r * hidden + i] = __float2bfloat16_rn((src[i] * scale) * wpre[m]);
+    }
+    for (int i = threadIdx.x + COMBINE_W_PREFETCH * blockDim.x; i < hidden; i += blockDim.x)
         out[(size_t)r * hidden + i] = __float2bfloat16_rn((src[i] * scale) * bf(w[i]));
 }
 

@@ -47,7 +47,11 @@ __device__ __forceinline__ uint4 sm_pack8(const float f[8]) {
                       sm_pack2_bf16(f[6], f[7]));
 }
 
+/* A hint: the 128-byte line holding p is fetched into L2 (not L1, so no stale copy can follow). */
+__device__ __forceinline__ void sm_prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
 /* Weights are read exactly once per step: stream them past L1 so activations stay cached. */
+
 __device__ __forceinline__ uint4 sm_load_stream(const uint4 *p) {
     uint4 v;
     asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
