@@ -65,12 +65,12 @@ __device__ __forceinline__ void norm_rows(const norm_args &a, int rows, int k, _
 }
 
 /* T: rows rounded up to a power of two (registers per accumulator set); rows <= T.
+ * COLS: output columns per warp. Two on wide projections (q|k|v, lm_head) halve the CTAs at
+ * the same bytes in flight per warp, so the grid fits the machine in about one wave.
+ * NORM: x is made in shared memory by norm_rows from the fp32 residual (nx) instead of read.
  * Three CTAs an SM for two columns a warp at one or two rows (80 registers, a 16-byte spill):
  * q|k|v of Qwen3-30B is 320 CTAs, and at two an SM the 56 past the first 264 could request
  * their weights only after the PDL wait (H200, batch 1: 2.90 -> 2.83 ms a step). */
- * COLS: output columns per warp. Two on wide projections (q|k|v, lm_head) halve the CTAs at
- * the same bytes in flight per warp, so the grid fits the machine in about one wave.
- * NORM: x is made in shared memory by norm_rows from the fp32 residual (nx) instead of read. */
 template <int T, bool Y_F32, int COLS, bool NORM>
 __global__ void __launch_bounds__(GEMV_WARPS * 32, COLS == 2 && T <= 2 && !NORM ? 3 : 1)
     gemv_kernel(const __nv_bfloat16 *__restrict__ x, const __nv_bfloat16 *__restrict__ w, void *y, float beta, int rows,
