@@ -101,6 +101,16 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32, COLS == 2 && T <= 2 && !NORM 
     }
     sm_pdl_trigger();
     sm_pdl_wait();
+    /* y += (beta): the lane that writes an output reads its old value now, beside x, instead of
+     * after the sums (an L2 round trip at the end of the o projection, on the critical path).
+     * One column a warp only: the three-CTA two-column kernel has no registers for it. */
+    constexpr bool Y_EARLY = Y_F32 && COLS == 1;
+    float y_old[T];
+#pragma unroll
+    for (int t = 0; t < T; t++)
+        y_old[t] = Y_EARLY && beta != 0.0f && t < rows && lane == 0 && col0 < n
+                       ? static_cast<const float *>(y)[(size_t)t * n + col0]
+                       : 0.0f;
     if (NORM) {
         norm_rows(nx, rows, k, reinterpret_cast<__nv_bfloat16 *>(xs));
     } else {
@@ -153,7 +163,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32, COLS == 2 && T <= 2 && !NORM 
                     const size_t o = (size_t)t * n + col0 + j;
                     if (Y_F32) {
                         float *yf = static_cast<float *>(y);
-                        yf[o] = beta != 0.0f ? s + beta * yf[o] : s;
+                        yf[o] = beta != 0.0f ? s + beta * (Y_EARLY ? y_old[t] : yf[o]) : s;
                     } else {
                         static_cast<__nv_bfloat16 *>(y)[o] = __float2bfloat16_rn(s);
                     }

@@ -24,13 +24,13 @@ using sm_moe_mma::tile_ref;
 constexpr int DEC_WARPS = 8;
 constexpr int DEC_SMEM_TARGET = 64 * 1024; /* token tile budget: leaves room for 3 CTAs per SM */
 
-template <int T, bool GATED, int COLS>
+template <int T, bool GATED, int COLS, int U>
 __global__ void __launch_bounds__(DEC_WARPS * 32)
     moe_decode_kernel(const __nv_bfloat16 *__restrict__ in, const __nv_bfloat16 *__restrict__ w,
                       const float *__restrict__ weight, __nv_bfloat16 *__restrict__ out,
                       const int *__restrict__ offsets, int num_experts, int K, int N) {
     constexpr int NL = GATED ? 2 : COLS;   /* weight rows per warp */
-    constexpr int U = 4;                   /* 16-byte vectors per lane and row in one pass */
+    /* U: 16-byte vectors per lane and row in one pass */
     sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
     sm_pdl_wait();
     extern __shared__ uint4 tok[]; /* [T][K/8] */
@@ -314,11 +314,11 @@ sm_moe_regime pick(const sm_moe_grouped_args *a, int K, int N) {
     return SM_MOE_REGIME_PREFILL;
 }
 
-template <int T, bool GATED, int COLS>
+template <int T, bool GATED, int COLS, int U = 4>
 cudaError_t launch_decode_c(cudaStream_t s, const sm_moe_grouped_args *a, const void *in, const void *w,
                             const float *weight, void *out, int K, int N) {
     const size_t smem = (size_t)T * K * 2;
-    auto kernel = moe_decode_kernel<T, GATED, COLS>;
+    auto kernel = moe_decode_kernel<T, GATED, COLS, U>;
     if (smem > 48 * 1024) {
         cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e != cudaSuccess) return e;
@@ -331,10 +331,13 @@ cudaError_t launch_decode_c(cudaStream_t s, const sm_moe_grouped_args *a, const 
     return cudaSuccess;
 }
 
-/* Down projections with short rows take four columns per warp (see the kernel's comment). */
+/* Down projections with short rows take four columns per warp (see the kernel's comment); rows
+ * of at most 768 (96 vectors: three a lane) in passes of three vectors, whose registers fit three
+ * CTAs an SM instead of two. */
 template <int T, bool GATED>
 cudaError_t launch_decode_t(cudaStream_t s, const sm_moe_grouped_args *a, const void *in, const void *w,
                             const float *weight, void *out, int K, int N) {
+    if (!GATED && K <= 768) return launch_decode_c<T, false, 4, 3>(s, a, in, w, weight, out, K, N);
     if (!GATED && K <= 1024) return launch_decode_c<T, false, 4>(s, a, in, w, weight, out, K, N);
     return launch_decode_c<T, GATED, 1>(s, a, in, w, weight, out, K, N);
 }
