@@ -11,7 +11,8 @@
 #            memcheck racecheck) of compute-sanitizer on the SANITIZE_TESTS (kernel tests)
 #   decode   specmoe bench decode (Qwen3-30B-A3B shape, 48 layers, random weights), graphs and eager
 #   ab       decode A/B in one call: specmoe under each of AB_ENVS (e.g. "- SPECMOE_MOE_DECODE=simt"),
-#            and BASE_BIN (another build's specmoe, e.g. the previous commit's) when given; AB_BATCHES
+#            BASE_BIN (another build's specmoe, e.g. the previous commit's) and AB_BINS ("NAME=PATH ...")
+#            when given; AB_BATCHES; AB_ROUNDS rounds, the arms interleaved
 #   prefill  bench decode after PREFILL_TOKENS-token prompts (default 4096): its prefill line, with
 #            the default MoE prefill kernel and with SPECMOE_MOE_PREFILL=mma, then with each
 #            --chunked-prefill-size of PREFILL_CHUNKS (e.g. "1024 4096")
@@ -111,14 +112,20 @@ if has decode; then
   run decode_cublaslt 120 "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b --batch 1,2,4,8,16 --steps 20 \
     --moe-runner-backend cublaslt || status=1
 fi
-if has ab; then # same-call A/B of decode: AB_ENVS (settings for specmoe, "-" for none), and a BASE_BIN build
+if has ab; then # same-call A/B of decode: AB_ENVS (settings for specmoe, "-" for none), and other builds
   ab_batches=${AB_BATCHES:-1,4,8}
-  if [ -n "${BASE_BIN:-}" ]; then
-    run decode_ab_base 90 "$BASE_BIN" bench decode --preset qwen3-30b-a3b --batch "$ab_batches" --steps 20 || status=1
-  fi
-  for setting in ${AB_ENVS:--}; do
-    run_as decode_ab 90 "$setting" "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b --batch "$ab_batches" \
-      --steps 20 || status=1
+  for round in $(seq 1 "${AB_ROUNDS:-1}"); do # rounds interleave the arms, so drift hits them alike
+    if [ -n "${BASE_BIN:-}" ]; then
+      run "decode_ab_base_r$round" 90 "$BASE_BIN" bench decode --preset qwen3-30b-a3b --batch "$ab_batches" --steps 20 || status=1
+    fi
+    for named in ${AB_BINS:-}; do # NAME=PATH: more builds
+      run "decode_ab_${named%%=*}_r$round" 90 "${named#*=}" bench decode --preset qwen3-30b-a3b --batch "$ab_batches" \
+        --steps 20 || status=1
+    done
+    for setting in ${AB_ENVS:--}; do
+      run_as "decode_ab_r$round" 90 "$setting" "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b \
+        --batch "$ab_batches" --steps 20 || status=1
+    done
   done
 fi
 if has prefill; then # end-to-end prefill of one long prompt, MoE prefill kernels compared (wgmma, mma.sync)
