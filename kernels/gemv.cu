@@ -298,12 +298,14 @@ extern "C" bool sm_cuda_gemv_norm_fits(int rows, int n, int k, const void *w) {
     return shape_fits(rows, n, k) && ((uintptr_t)w & 15) == 0;
 }
 
-extern "C" bool sm_cuda_gemv_moe_add_fits(int rows, int n, int k, const sm_gemv_moe_add *add, bool norm) {
+extern "C" bool sm_cuda_gemv_moe_add_fits(int rows, int n, int k, const float *residual, const sm_gemv_moe_add *add,
+                                          bool norm) {
     if (!add || !add->ys || !add->sorted_pos || add->top_k < 1 || add->top_k > SM_GEMV_MAX_TOP_K ||
         add->stride < (norm ? k : n) || !shape_fits(rows, n, k))
         return false;
     if (!norm) return n < GEMV_TWO_COLS_FROM; /* the add rides on the early read of y (one column a warp) */
-    return smem_bytes(rows, k, add->top_k) <= GEMV_SMEM_ADD_MAX && add->stride % 8 == 0 && ((uintptr_t)add->ys & 15) == 0;
+    return smem_bytes(rows, k, add->top_k) <= GEMV_SMEM_ADD_MAX && add->stride % 8 == 0 && ((uintptr_t)add->ys & 15) == 0 &&
+           ((uintptr_t)residual & 15) == 0; /* both staged by cp.async */
 }
 
 static sm_status check(const void *w, void *y, bool y_f32, float beta, int rows, int n, int k, bool fits, sm_error *err) {
@@ -327,7 +329,7 @@ extern "C" sm_status sm_cuda_gemv_xwt_moe_add(cudaStream_t stream, const sm_bf16
                                               sm_error *err) {
     NEED(x, "gemv_moe_add: NULL x");
     SM_TRY(check(w, y, true, 1.0f, rows, n, k, sm_cuda_gemv_fits(rows, n, k, x, w), err));
-    NEED(sm_cuda_gemv_moe_add_fits(rows, n, k, add, false),
+    NEED(sm_cuda_gemv_moe_add_fits(rows, n, k, y, add, false),
          "gemv_moe_add: the MoE add does not fit (n %d: under %d columns; top_k %d: 1..%d; stride %d)", n,
          GEMV_TWO_COLS_FROM, add ? add->top_k : 0, SM_GEMV_MAX_TOP_K, add ? add->stride : 0);
     launch_rows<false>(stream, gemv_call{x, w, y, true, 1.0f, rows, n, k, norm_args{}, add_args(add)});
@@ -340,7 +342,7 @@ extern "C" sm_status sm_cuda_gemv_norm_xwt(cudaStream_t stream, const float *x, 
                                            int k, sm_error *err) {
     NEED(x && norm_weight, "gemv_norm: NULL x or norm weight");
     SM_TRY(check(w, y, y_f32, beta, rows, n, k, sm_cuda_gemv_norm_fits(rows, n, k, w), err));
-    NEED(!add || (sm_cuda_gemv_moe_add_fits(rows, n, k, add, true) && ((uintptr_t)x & 15) == 0),
+    NEED(!add || sm_cuda_gemv_moe_add_fits(rows, n, k, x, add, true),
          "gemv_norm: the MoE add does not fit (rows %d of k %d with top_k %d: %zu bytes of shared memory, at most %zu; "
          "top_k 1..%d, stride %% 8 == 0, 16-byte aligned x and ys)", rows, k, add ? add->top_k : 0,
          smem_bytes(rows, k, add ? add->top_k : 0), GEMV_SMEM_ADD_MAX, SM_GEMV_MAX_TOP_K);

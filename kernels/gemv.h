@@ -38,9 +38,10 @@ bool sm_cuda_gemv_fits(int rows, int n, int k, const void *x, const void *w);
 sm_status sm_cuda_gemv_xwt(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32,
                            float beta, int rows, int n, int k, sm_error *err);
 
-/* Whether the GEMV takes the add on this shape: norm, in front of the norm of
- * sm_cuda_gemv_norm_xwt (shared memory for the slot rows); else in sm_cuda_gemv_xwt_moe_add. */
-bool sm_cuda_gemv_moe_add_fits(int rows, int n, int k, const sm_gemv_moe_add *add, bool norm);
+/* Whether the GEMV takes the add on this shape, onto this fp32 residual: norm, in front of the
+ * norm of sm_cuda_gemv_norm_xwt (x; shared memory for the slot rows); else in
+ * sm_cuda_gemv_xwt_moe_add (y). */
+bool sm_cuda_gemv_moe_add_fits(int rows, int n, int k, const float *residual, const sm_gemv_moe_add *add, bool norm);
 
 /* y = x · wᵀ + (y + add): sm_cuda_gemv_xwt with beta 1 on a residual that still lacks the add. */
 sm_status sm_cuda_gemv_xwt_moe_add(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, float *y,

@@ -283,8 +283,8 @@ static bool combine_deferrable(const sm_model_dev *m, const step *st, const dev_
     const sm_model_config *c = m->w->cfg;
     int n = st->n, H = c->hidden_size, qd = c->num_heads * c->head_dim, stride = qd + 2 * c->num_kv_heads * c->head_dim;
     return m->defer_combine && next && sm_cuda_gemv_norm_fits(n, stride, H, next->qkv) &&
-           sm_cuda_gemv_moe_add_fits(n, stride, H, add, true) && sm_cuda_gemv_fits(n, H, qd, m->attn, next->o) &&
-           sm_cuda_gemv_moe_add_fits(n, H, qd, add, false);
+           sm_cuda_gemv_moe_add_fits(n, stride, H, m->x, add, true) && sm_cuda_gemv_fits(n, H, qd, m->attn, next->o) &&
+           sm_cuda_gemv_moe_add_fits(n, H, qd, m->x, add, false);
 }
 
 /* next: the next layer that runs (NULL after the last). When this layer has no shared expert its
