@@ -14,13 +14,6 @@ constexpr int GEMV_WARPS = 8;
  * before still runs (H200, batch 1: 3.324 -> 3.24 ms a step against 8 vectors). */
 constexpr int GEMV_VECTORS = 16;
 
-/* The MoE layer's outputs still to be added to the residual (sm_gemv_moe_add); ys NULL: none. */
-struct moe_add_args {
-    const __nv_bfloat16 *ys; /* [slots, stride] */
-    int stride, top_k;
-    const int *pos;          /* [rows * top_k] */
-};
-
 /* The RMSNorm in front of the GEMV (sm_cuda_gemv_norm_xwt): x is then the fp32 residual. */
 struct norm_args {
     const float *x;              /* [rows, k] */
@@ -28,43 +21,7 @@ struct norm_args {
     float eps;
     __nv_bfloat16 *h_out;        /* [rows, k] the normalised rows, written by block 0; may be NULL */
     int threads;                 /* the block size sm_cuda_rmsnorm_f32 gives a row of k */
-    moe_add_args add;            /* normalise x + these instead of x */
 };
-
-/* The sum over a row's slots at column c, in slot order from 0 (what sm_cuda_moe_combine adds). */
-__device__ __forceinline__ float moe_slot_sum(const moe_add_args &m, const int *slot, int c) {
-    float s = 0.0f;
-#pragma unroll 8 /* the loads issued together; the sum keeps slot order */
-    for (int j = 0; j < m.top_k; j++) s += __bfloat162float(m.ys[(size_t)slot[j] * m.stride + c]);
-    return s;
-}
-
-/* xc[r] = x[r] + the slots of row r, into shared fp32 rows that norm_rows then reads in place of
- * x. The slot rows are staged in shared memory by cp.async, all in one round trip after the
- * positions: the registers are taken by the weight vectors requested before the PDL wait. */
-__device__ __forceinline__ void moe_add_rows(const norm_args &a, int rows, int k, float *xc, __nv_bfloat16 *stage) {
-    __shared__ int slot[SM_GEMV_MAX_ROWS * SM_GEMV_MAX_TOP_K];
-    const moe_add_args &m = a.add;
-    const int n_slots = rows * m.top_k, k8 = k / 8;
-    for (int i = threadIdx.x; i < rows * k / 4; i += blockDim.x) sm_cp_async16(xc + 4 * i, a.x + 4 * i, 16);
-    for (int i = threadIdx.x; i < n_slots; i += blockDim.x) slot[i] = m.pos[i];
-    __syncthreads();
-    for (int i = threadIdx.x; i < n_slots * k8; i += blockDim.x) {
-        const int s = i / k8, c = i % k8;
-        sm_cp_async16(stage + (size_t)s * k + 8 * c, m.ys + (size_t)slot[s] * m.stride + 8 * c, 16);
-    }
-    sm_cp_async_commit();
-    sm_cp_async_wait<0>();
-    __syncthreads();
-    for (int i = threadIdx.x; i < rows * k; i += blockDim.x) {
-        const int r = i / k, c = i % k;
-        const __nv_bfloat16 *row_slots = stage + (size_t)r * m.top_k * k + c;
-        float s = 0.0f;
-        for (int j = 0; j < m.top_k; j++) s += __bfloat162float(row_slots[(size_t)j * k]);
-        xc[i] += s;
-    }
-    __syncthreads();
-}
 
 /* xs[r] = BF16(x[r] / rms(x[r]) * weight), bit for bit what sm_cuda_rmsnorm_f32 (model_ops.cu)
  * writes: its sum of squares is replayed with its thread-to-element map and reduction order —
@@ -117,7 +74,7 @@ __device__ __forceinline__ void norm_rows(const norm_args &a, int rows, int k, _
 template <int T, bool Y_F32, int COLS, bool NORM>
 __global__ void __launch_bounds__(GEMV_WARPS * 32, COLS == 2 && T <= 2 && !NORM ? 3 : 1)
     gemv_kernel(const __nv_bfloat16 *__restrict__ x, const __nv_bfloat16 *__restrict__ w, void *y, float beta, int rows,
-                int n, int k, norm_args nx, moe_add_args yadd) {
+                int n, int k, norm_args nx) {
     constexpr int GEMV_UNROLL = GEMV_VECTORS / COLS; /* per column and pass */
     extern __shared__ uint4 xs[]; /* [rows][k/8] */
     const int k8 = k / 8, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -150,22 +107,12 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32, COLS == 2 && T <= 2 && !NORM 
     constexpr bool Y_EARLY = Y_F32 && COLS == 1;
     float y_old[T];
 #pragma unroll
-    for (int t = 0; t < T; t++) {
-        const bool mine = Y_EARLY && beta != 0.0f && t < rows && lane == 0 && col0 < n;
-        y_old[t] = mine ? static_cast<const float *>(y)[(size_t)t * n + col0] : 0.0f;
-        if (mine && yadd.ys) y_old[t] += moe_slot_sum(yadd, yadd.pos + t * yadd.top_k, col0);
-    }
+    for (int t = 0; t < T; t++)
+        y_old[t] = Y_EARLY && beta != 0.0f && t < rows && lane == 0 && col0 < n
+                       ? static_cast<const float *>(y)[(size_t)t * n + col0]
+                       : 0.0f;
     if (NORM) {
-        __nv_bfloat16 *xb = reinterpret_cast<__nv_bfloat16 *>(xs);
-        if (nx.add.ys) {
-            float *xc = reinterpret_cast<float *>(xb + (size_t)rows * k);
-            moe_add_rows(nx, rows, k, xc, reinterpret_cast<__nv_bfloat16 *>(xc + (size_t)rows * k));
-            norm_args with_add = nx;
-            with_add.x = xc;
-            norm_rows(with_add, rows, k, xb);
-        } else {
-            norm_rows(nx, rows, k, xb);
-        }
+        norm_rows(nx, rows, k, reinterpret_cast<__nv_bfloat16 *>(xs));
     } else {
         const uint4 *xg = reinterpret_cast<const uint4 *>(x);
         for (int i = threadIdx.x; i < rows * k8; i += blockDim.x) xs[i] = xg[i];
@@ -226,68 +173,41 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32, COLS == 2 && T <= 2 && !NORM 
     }
 }
 
-/* One GEMV as its public entry point received it. */
-struct gemv_call {
-    const sm_bf16_bits *x, *w;
-    void *y;
-    bool y_f32;
-    float beta;
-    int rows, n, k;
-    norm_args nx;       /* NORM: the norm (and what to add first) */
-    moe_add_args yadd;  /* y += this too (one column a warp) */
-};
-
-/* Shared memory: the rows of x as BF16, then for a norm with an add the fp32 rows and the slot
- * rows (moe_add_rows). */
-size_t smem_bytes(int rows, int k, int add_top_k) {
-    const size_t row = (size_t)rows * k;
-    return row * 2 + (add_top_k ? row * 4 + row * add_top_k * 2 : 0);
-}
-
 template <int T, int COLS, bool NORM>
-void launch_cols(cudaStream_t stream, const gemv_call &c) {
-    const dim3 grid((unsigned)((c.n + GEMV_WARPS * COLS - 1) / (GEMV_WARPS * COLS))), block(GEMV_WARPS * 32);
-    const size_t smem = smem_bytes(c.rows, c.k, NORM && c.nx.add.ys ? c.nx.add.top_k : 0);
-    const __nv_bfloat16 *xb = reinterpret_cast<const __nv_bfloat16 *>(c.x), *wb = reinterpret_cast<const __nv_bfloat16 *>(c.w);
-    auto kernel = c.y_f32 ? gemv_kernel<T, true, COLS, NORM> : gemv_kernel<T, false, COLS, NORM>;
-    /* past the default 48 KiB only with a MoE add; a refusal stays the last error, which the
-     * caller's sm_kernel_launched reports */
-    if (smem > 48 * 1024) (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    sm_launch_pdl(kernel, grid, block, smem, stream, xb, wb, c.y, c.beta, c.rows, c.n, c.k, c.nx, c.yadd);
+void launch_cols(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32, float beta,
+                 int rows, int n, int k, const norm_args &nx) {
+    const dim3 grid((unsigned)((n + GEMV_WARPS * COLS - 1) / (GEMV_WARPS * COLS))), block(GEMV_WARPS * 32);
+    const size_t smem = (size_t)rows * k * 2;
+    const __nv_bfloat16 *xb = reinterpret_cast<const __nv_bfloat16 *>(x), *wb = reinterpret_cast<const __nv_bfloat16 *>(w);
+    if (y_f32) sm_launch_pdl(gemv_kernel<T, true, COLS, NORM>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k, nx);
+    else sm_launch_pdl(gemv_kernel<T, false, COLS, NORM>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k, nx);
 }
 
 /* Two columns a warp from 4096 columns up (q|k|v of Qwen3-30B is 5120, lm_head 151936). */
-constexpr int GEMV_TWO_COLS_FROM = 4096;
-
 template <int T, bool NORM>
-void launch(cudaStream_t stream, const gemv_call &c) {
-    if (c.n >= GEMV_TWO_COLS_FROM) launch_cols<T, 2, NORM>(stream, c);
-    else launch_cols<T, 1, NORM>(stream, c);
+void launch(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32, float beta, int rows,
+            int n, int k, const norm_args &nx) {
+    if (n >= 4096) launch_cols<T, 2, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
+    else launch_cols<T, 1, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
 }
 
 template <bool NORM>
-void launch_rows(cudaStream_t stream, const gemv_call &c) {
-    if (c.rows == 1) launch<1, NORM>(stream, c);
-    else if (c.rows == 2) launch<2, NORM>(stream, c);
-    else if (c.rows <= 4) launch<4, NORM>(stream, c);
-    else launch<8, NORM>(stream, c);
+void launch_rows(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32, float beta,
+                 int rows, int n, int k, const norm_args &nx) {
+    if (rows == 1) launch<1, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
+    else if (rows == 2) launch<2, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
+    else if (rows <= 4) launch<4, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
+    else launch<8, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
 }
 
 /* Rows of x in shared memory: the default 48 KiB per block covers rows * k up to 24576 values
- * (8 rows of k 3072, 4 rows of k 6144), which is every decode shape this serves. A MoE add
- * before the norm also stages the slot rows: 44 KiB for one row of k 2048 at top-k 8 (Qwen3-30B,
- * batch 1), 88 KiB for two (two CTAs an SM, as the norm GEMV's registers allow anyway). */
-constexpr size_t GEMV_SMEM_MAX = 48 * 1024, GEMV_SMEM_ADD_MAX = 100 * 1024;
-
-moe_add_args add_args(const sm_gemv_moe_add *a) {
-    if (!a) return moe_add_args{};
-    return moe_add_args{reinterpret_cast<const __nv_bfloat16 *>(a->ys), a->stride, a->top_k, a->sorted_pos};
-}
+ * (8 rows of k 3072, 4 rows of k 6144), which is every decode shape this serves. */
+constexpr size_t GEMV_SMEM_MAX = 48 * 1024;
 
 } // namespace
 
 static bool shape_fits(int rows, int n, int k) {
-    return rows >= 1 && rows <= SM_GEMV_MAX_ROWS && n >= 1 && k >= 8 && k % 8 == 0 && smem_bytes(rows, k, 0) <= GEMV_SMEM_MAX;
+    return rows >= 1 && rows <= SM_GEMV_MAX_ROWS && n >= 1 && k >= 8 && k % 8 == 0 && (size_t)rows * k * 2 <= GEMV_SMEM_MAX;
 }
 
 extern "C" bool sm_cuda_gemv_fits(int rows, int n, int k, const void *x, const void *w) {
@@ -296,16 +216,6 @@ extern "C" bool sm_cuda_gemv_fits(int rows, int n, int k, const void *x, const v
 
 extern "C" bool sm_cuda_gemv_norm_fits(int rows, int n, int k, const void *w) {
     return shape_fits(rows, n, k) && ((uintptr_t)w & 15) == 0;
-}
-
-extern "C" bool sm_cuda_gemv_moe_add_fits(int rows, int n, int k, const float *residual, const sm_gemv_moe_add *add,
-                                          bool norm) {
-    if (!add || !add->ys || !add->sorted_pos || add->top_k < 1 || add->top_k > SM_GEMV_MAX_TOP_K ||
-        add->stride < (norm ? k : n) || !shape_fits(rows, n, k))
-        return false;
-    if (!norm) return n < GEMV_TWO_COLS_FROM; /* the add rides on the early read of y (one column a warp) */
-    return smem_bytes(rows, k, add->top_k) <= GEMV_SMEM_ADD_MAX && add->stride % 8 == 0 && ((uintptr_t)add->ys & 15) == 0 &&
-           ((uintptr_t)residual & 15) == 0; /* both staged by cp.async */
 }
 
 static sm_status check(const void *w, void *y, bool y_f32, float beta, int rows, int n, int k, bool fits, sm_error *err) {
@@ -320,34 +230,17 @@ extern "C" sm_status sm_cuda_gemv_xwt(cudaStream_t stream, const sm_bf16_bits *x
                                       bool y_f32, float beta, int rows, int n, int k, sm_error *err) {
     NEED(x, "gemv: NULL x");
     SM_TRY(check(w, y, y_f32, beta, rows, n, k, sm_cuda_gemv_fits(rows, n, k, x, w), err));
-    launch_rows<false>(stream, gemv_call{x, w, y, y_f32, beta, rows, n, k, norm_args{}, moe_add_args{}});
+    launch_rows<false>(stream, x, w, y, y_f32, beta, rows, n, k, norm_args{});
     return sm_kernel_launched("gemv", err);
 }
 
-extern "C" sm_status sm_cuda_gemv_xwt_moe_add(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w,
-                                              float *y, const sm_gemv_moe_add *add, int rows, int n, int k,
-                                              sm_error *err) {
-    NEED(x, "gemv_moe_add: NULL x");
-    SM_TRY(check(w, y, true, 1.0f, rows, n, k, sm_cuda_gemv_fits(rows, n, k, x, w), err));
-    NEED(sm_cuda_gemv_moe_add_fits(rows, n, k, y, add, false),
-         "gemv_moe_add: the MoE add does not fit (n %d: under %d columns; top_k %d: 1..%d; stride %d)", n,
-         GEMV_TWO_COLS_FROM, add ? add->top_k : 0, SM_GEMV_MAX_TOP_K, add ? add->stride : 0);
-    launch_rows<false>(stream, gemv_call{x, w, y, true, 1.0f, rows, n, k, norm_args{}, add_args(add)});
-    return sm_kernel_launched("gemv_moe_add", err);
-}
-
-extern "C" sm_status sm_cuda_gemv_norm_xwt(cudaStream_t stream, const float *x, const sm_gemv_moe_add *add,
-                                           const sm_bf16_bits *norm_weight, float eps, sm_bf16_bits *h_out,
-                                           const sm_bf16_bits *w, void *y, bool y_f32, float beta, int rows, int n,
-                                           int k, sm_error *err) {
+extern "C" sm_status sm_cuda_gemv_norm_xwt(cudaStream_t stream, const float *x, const sm_bf16_bits *norm_weight,
+                                           float eps, sm_bf16_bits *h_out, const sm_bf16_bits *w, void *y, bool y_f32,
+                                           float beta, int rows, int n, int k, sm_error *err) {
     NEED(x && norm_weight, "gemv_norm: NULL x or norm weight");
     SM_TRY(check(w, y, y_f32, beta, rows, n, k, sm_cuda_gemv_norm_fits(rows, n, k, w), err));
-    NEED(!add || sm_cuda_gemv_moe_add_fits(rows, n, k, x, add, true),
-         "gemv_norm: the MoE add does not fit (rows %d of k %d with top_k %d: %zu bytes of shared memory, at most %zu; "
-         "top_k 1..%d, stride %% 8 == 0, 16-byte aligned x and ys)", rows, k, add ? add->top_k : 0,
-         smem_bytes(rows, k, add ? add->top_k : 0), GEMV_SMEM_ADD_MAX, SM_GEMV_MAX_TOP_K);
     const norm_args nx = {x, reinterpret_cast<const __nv_bfloat16 *>(norm_weight), eps,
-                          reinterpret_cast<__nv_bfloat16 *>(h_out), sm_rms_threads(k), add_args(add)};
-    launch_rows<true>(stream, gemv_call{NULL, w, y, y_f32, beta, rows, n, k, nx, moe_add_args{}});
+                          reinterpret_cast<__nv_bfloat16 *>(h_out), sm_rms_threads(k)};
+    launch_rows<true>(stream, NULL, w, y, y_f32, beta, rows, n, k, nx);
     return sm_kernel_launched("gemv_norm", err);
 }

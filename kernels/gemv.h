@@ -19,18 +19,6 @@ extern "C" {
 #endif
 
 #define SM_GEMV_MAX_ROWS 8
-#define SM_GEMV_MAX_TOP_K 16
-
-/* The routed experts' outputs of the MoE layer before, still to be added to the residual: row r
- * gains sum_j ys[sorted_pos[r * top_k + j], :] (fp32, in slot order), the sum
- * sm_cuda_moe_combine adds. A decode step hands it to the two GEMVs that read the residual next
- * — the q|k|v projection (its norm input) and the o projection (its y +=) — instead of a combine
- * launch between the layers: one launch less a layer, the same values bit for bit. */
-typedef struct sm_gemv_moe_add {
-    const sm_bf16_bits *ys; /* [slots, stride] */
-    int stride, top_k;
-    const int *sorted_pos;  /* [rows * top_k] */
-} sm_gemv_moe_add;
 
 /* Whether sm_cuda_gemv_xwt takes this shape (callers fall back to cuBLASLt otherwise). */
 bool sm_cuda_gemv_fits(int rows, int n, int k, const void *x, const void *w);
@@ -38,25 +26,15 @@ bool sm_cuda_gemv_fits(int rows, int n, int k, const void *x, const void *w);
 sm_status sm_cuda_gemv_xwt(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32,
                            float beta, int rows, int n, int k, sm_error *err);
 
-/* Whether the GEMV takes the add on this shape, onto this fp32 residual: norm, in front of the
- * norm of sm_cuda_gemv_norm_xwt (x; shared memory for the slot rows); else in
- * sm_cuda_gemv_xwt_moe_add (y). */
-bool sm_cuda_gemv_moe_add_fits(int rows, int n, int k, const float *residual, const sm_gemv_moe_add *add, bool norm);
-
-/* y = x · wᵀ + (y + add): sm_cuda_gemv_xwt with beta 1 on a residual that still lacks the add. */
-sm_status sm_cuda_gemv_xwt_moe_add(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, float *y,
-                                   const sm_gemv_moe_add *add, int rows, int n, int k, sm_error *err);
-
 /* The same GEMV with the RMSNorm before it fused in: x [rows, k] is the fp32 residual stream and
  * the GEMV multiplies h = BF16(x / rms(x) * norm_weight), bit for bit what sm_cuda_rmsnorm_f32
  * (model_ops.h, src NULL, BF16 out) writes — so the result equals that launch followed by
  * sm_cuda_gemv_xwt exactly. h_out (may be NULL) receives h for the norm's other readers (the
- * MoE gather after the router). Saves a launch at decode sizes. add (may be NULL): normalise
- * x + add instead (x itself is left as it is: the o projection adds it to the residual). */
+ * MoE gather after the router). Saves a launch at decode sizes. */
 bool sm_cuda_gemv_norm_fits(int rows, int n, int k, const void *w);
-sm_status sm_cuda_gemv_norm_xwt(cudaStream_t stream, const float *x, const sm_gemv_moe_add *add,
-                                const sm_bf16_bits *norm_weight, float eps, sm_bf16_bits *h_out, const sm_bf16_bits *w,
-                                void *y, bool y_f32, float beta, int rows, int n, int k, sm_error *err);
+sm_status sm_cuda_gemv_norm_xwt(cudaStream_t stream, const float *x, const sm_bf16_bits *norm_weight, float eps,
+                                sm_bf16_bits *h_out, const sm_bf16_bits *w, void *y, bool y_f32, float beta, int rows,
+                                int n, int k, sm_error *err);
 
 #ifdef __cplusplus
 }

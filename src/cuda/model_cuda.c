@@ -55,16 +55,10 @@ typedef struct step_graph {
     cudaGraphExec_t exec;
 } step_graph;
 
-/* Whether decode steps defer the MoE combine into the next layer's GEMVs unless
- * SPECMOE_DEFER_COMBINE says otherwise (combine_deferrable). Off until it has been run and
- * timed on a GPU (written in a session that got no device). */
-#define DEFER_COMBINE_DEFAULT false
-
 struct sm_model_dev {
     dev_weights *w;
     int max_seqs, max_context;
     bool eager;               /* never capture graphs */
-    bool defer_combine;       /* MoE combine into the next layer's GEMVs (SPECMOE_DEFER_COMBINE=0/1, for A/B) */
     cudaStream_t stream;
     sm_gemm_lt *gemm;
     void *kv, *ws;
@@ -178,8 +172,6 @@ static sm_status instance_create(dev_weights *w, const sm_model_opts *opts, int 
     m->max_seqs = max_seqs;
     m->max_context = max_context;
     m->eager = opts && opts->eager;
-    const char *defer = getenv("SPECMOE_DEFER_COMBINE");
-    m->defer_combine = defer && *defer ? strcmp(defer, "0") != 0 : DEFER_COMBINE_DEFAULT;
     const sm_model_config *c = w->cfg;
     size_t kv_bytes = sm_cuda_model_kv_bytes(c, max_seqs, max_context), ws_bytes = ws_layout(m, NULL);
     if (check_fit) {
@@ -250,9 +242,6 @@ typedef struct step {
     const bool *skip;
     const sm_route_observer *observer;
     bool h_ready; /* m->h already holds the next layer's attention input (fused into the MoE combine) */
-    /* The last MoE layer's outputs, not yet in the residual: the next q|k|v GEMV normalises
-     * x + them and the o projection adds them with its own output (moe_add.ys NULL: none). */
-    sm_gemv_moe_add moe_add;
 } step;
 
 /* Up to this many rows the fused routing launch beats top-k + permute + gather (measured on an
@@ -277,20 +266,9 @@ static sm_status mlp(sm_model_dev *m, const sm_bf16_bits *gate_up, const sm_bf16
     return proj(m, m->act, down, m->x, true, 1.0f, n, H, ffn, err);
 }
 
-/* Whether the next layer's q|k|v and o GEMVs can take this step's MoE outputs (add) in place of a
- * combine launch: decode-sized steps (the q|k|v GEMV stages the slot rows in shared memory). */
-static bool combine_deferrable(const sm_model_dev *m, const step *st, const dev_layer *next, const sm_gemv_moe_add *add) {
-    const sm_model_config *c = m->w->cfg;
-    int n = st->n, H = c->hidden_size, qd = c->num_heads * c->head_dim, stride = qd + 2 * c->num_kv_heads * c->head_dim;
-    return m->defer_combine && next && sm_cuda_gemv_norm_fits(n, stride, H, next->qkv) &&
-           sm_cuda_gemv_moe_add_fits(n, stride, H, m->x, add, true) && sm_cuda_gemv_fits(n, H, qd, m->attn, next->o) &&
-           sm_cuda_gemv_moe_add_fits(n, H, qd, m->x, add, false);
-}
-
-/* next: the next layer that runs (NULL after the last). When this layer has no shared expert its
- * combine goes into the next layer's GEMVs (st->moe_add) or, where they cannot take it, into one
- * launch with the next layer's attention norm (then st->h_ready is set). */
-static sm_status moe(sm_model_dev *m, int l, step *st, const dev_layer *next, sm_error *err) {
+/* next_norm: the next layer's attention norm, fused into the combine when the layer has no shared
+ * expert (then st->h_ready is set); NULL after the last layer. */
+static sm_status moe(sm_model_dev *m, int l, step *st, const sm_bf16_bits *next_norm, sm_error *err) {
     const dev_weights *w = m->w;
     const sm_model_config *c = w->cfg;
     const dev_layer *L = &w->layers[l];
@@ -298,7 +276,7 @@ static sm_status moe(sm_model_dev *m, int l, step *st, const dev_layer *next, sm
     int n = st->n, k = st->top_k, E = c->num_experts, H = c->hidden_size, hp = sm_moe_device_stride(H);
     int n_assign = n * k;
     if (sm_cuda_gemv_norm_fits(n, E, H, L->router)) { /* the norm inside the router GEMV, which also writes h */
-        SM_TRY(sm_cuda_gemv_norm_xwt(s, m->x, NULL, L->mlp_norm, c->rms_norm_eps, m->h, L->router, m->router_logits, true, 0.0f,
+        SM_TRY(sm_cuda_gemv_norm_xwt(s, m->x, L->mlp_norm, c->rms_norm_eps, m->h, L->router, m->router_logits, true, 0.0f,
                                      n, E, H, err));
     } else {
         SM_TRY(sm_cuda_rmsnorm_f32(s, m->x, NULL, L->mlp_norm, NULL, m->h, n, H, c->rms_norm_eps, err));
@@ -334,12 +312,6 @@ static sm_status moe(sm_model_dev *m, int l, step *st, const dev_layer *next, sm
                              .expert_offsets_host = host_offsets, .x = m->xs, .weight = m->sorted_w, .y = m->ys};
     SM_TRY(sm_runner_forward_device(w->runner_backend, w->runner, s, &b, err));
     if (L->ffn == 0) { /* the residual is final here: normalise for the next layer in the same launch */
-        const sm_gemv_moe_add add = {.ys = m->ys, .stride = hp, .top_k = k, .sorted_pos = m->sorted_pos};
-        if (combine_deferrable(m, st, next, &add)) {
-            st->moe_add = add;
-            return SM_OK;
-        }
-        const sm_bf16_bits *next_norm = next ? next->attn_norm : NULL;
         SM_TRY(sm_cuda_moe_combine_rmsnorm(s, m->ys, hp, m->sorted_pos, k, m->x, n, H, next_norm, c->rms_norm_eps, m->h, err));
         st->h_ready = next_norm != NULL;
         return SM_OK;
@@ -361,11 +333,8 @@ static sm_status attention(sm_model_dev *m, int l, step *st, sm_error *err) {
     const int *seq = m->d_rows + m->w->chunk_rows, *pos = m->d_rows + 2 * m->w->chunk_rows;
     float *q = m->qkv, *k = q + qd, *v = k + kvd;
     float eps = c->rms_norm_eps;
-    /* set only where both GEMVs below take it (combine_deferrable) */
-    const sm_gemv_moe_add pending = st->moe_add, *add = pending.ys ? &pending : NULL;
-    st->moe_add.ys = NULL;
     if (!st->h_ready && sm_cuda_gemv_norm_fits(n, stride, H, L->qkv)) { /* the norm inside the GEMV */
-        SM_TRY(sm_cuda_gemv_norm_xwt(s, m->x, add, L->attn_norm, eps, NULL, L->qkv, m->qkv, true, 0.0f, n, stride, H, err));
+        SM_TRY(sm_cuda_gemv_norm_xwt(s, m->x, L->attn_norm, eps, NULL, L->qkv, m->qkv, true, 0.0f, n, stride, H, err));
     } else {
         if (!st->h_ready) SM_TRY(sm_cuda_rmsnorm_f32(s, m->x, NULL, L->attn_norm, NULL, m->h, n, H, eps, err));
         SM_TRY(proj(m, m->h, L->qkv, m->qkv, true, 0.0f, n, stride, H, err));
@@ -402,7 +371,6 @@ static sm_status attention(sm_model_dev *m, int l, step *st, sm_error *err) {
             SM_TRY(sm_cuda_attention(s, q, stride, m->k_cache[l], m->v_cache[l], seq, pos, m->attn, n, heads, kvh, hd,
                                      m->max_context, scale, m->attn_split, st->attn, err));
     }
-    if (add) return sm_cuda_gemv_xwt_moe_add(s, m->attn, L->o, m->x, add, n, H, qd, err);
     return proj(m, m->attn, L->o, m->x, true, 1.0f, n, H, qd, err);
 }
 
@@ -414,14 +382,13 @@ static sm_status step_body(sm_model_dev *m, const step *st, sm_error *err) {
     SM_TRY(sm_cuda_embed_gather(m->stream, w->embed, m->d_rows, m->x, n, H, err));
     step s = *st;
     s.h_ready = false;
-    s.moe_add.ys = NULL;
     for (int l = 0; l < c->num_layers; l++) {
         if (s.skip && s.skip[l]) continue;
         int next = l + 1;
         while (next < c->num_layers && s.skip && s.skip[next]) next++;
         SM_TRY(attention(m, l, &s, err));
         if (w->layers[l].is_moe) { /* normalises x itself (fused into the router GEMV where it can) */
-            SM_TRY(moe(m, l, &s, next < c->num_layers ? &w->layers[next] : NULL, err));
+            SM_TRY(moe(m, l, &s, next < c->num_layers ? w->layers[next].attn_norm : NULL, err));
         } else {
             SM_TRY(sm_cuda_rmsnorm_f32(m->stream, m->x, NULL, w->layers[l].mlp_norm, NULL, m->h, n, H, c->rms_norm_eps, err));
             SM_TRY(mlp(m, w->layers[l].gate_up, w->layers[l].down, w->layers[l].ffn, NULL, n, err));
