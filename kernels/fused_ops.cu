@@ -5,10 +5,9 @@
 #include "fused_ops.h"
 
 #include "kernel_common.cuh"
+#include "moe_route.cuh"
 
 namespace {
-
-constexpr unsigned FULL_MASK = 0xffffffffu;
 
 __device__ __forceinline__ float bf(const __nv_bfloat16 v) { return __bfloat162float(v); }
 
@@ -131,54 +130,16 @@ __global__ void combine_rmsnorm_kernel(const __nv_bfloat16 *__restrict__ ys, int
 
 /* ---- MoE routing: top-k + permutation + gather --------------------------------------------- */
 
-/* A key whose unsigned order is the logits' order: -0 and +0 get one key (router_topk compares
- * them equal, then by id); NaN gets 1, below every number (whose keys are >= 0x007fffff); 0 is
- * left for "no candidate" (taken, or past the last expert). */
-__device__ __forceinline__ unsigned order_key(float f) {
-    if (isnan(f)) return 1u;
-    if (f == 0.0f) f = 0.0f;
-    const unsigned u = __float_as_uint(f);
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-/* The logit a key came from (exact for numbers; -0 comes back as +0, which gives the same
- * exp(l - max)). */
-__device__ __forceinline__ float key_value(unsigned key) {
-    if (key == 1u) return __int_as_float(0x7fffffff);
-    return __uint_as_float((key & 0x80000000u) ? (key & 0x7fffffffu) : ~key);
-}
-
-__device__ __forceinline__ int expert_count(const unsigned long long *m, int words) {
-    int c = 0;
-    for (int w = 0; w < words; w++) c += __popcll(m[w]);
-    return c;
-}
-
-/* Block layout of the dynamic shared memory (route_smem_bytes sizes it):
- *   rows_of[E][W]: bit r of expert e's W words = row r picked e (W = ceil(rows/64)); the rank of
- *                  assignment (r, j) inside its expert is the number of lower rows that picked
- *                  the expert, a popcount, so every block derives the same order without atomics;
- *   ids[n], wts[n]: the top-k as router_topk writes them; spos[n]: each assignment's sorted position;
- *   off[E+1]: expert offsets.
- * V = logits each lane holds in registers (E <= 32 V). The top-k of a row is k rounds of a warp
- * arg-max over keys in registers, about 30 instructions a round, where router_topk re-reads the
- * row from memory, reduces with ten shuffles and computes a softmax weight every round. */
+/* Every block repeats the routing (moe_route.cuh) and gathers its share of xs. */
 template <int V>
 __global__ void __launch_bounds__(1024)
     moe_route_kernel(const float *__restrict__ logits, int rows, int E, int k, bool renormalize,
-                     const __nv_bfloat16 *__restrict__ h, int hidden, int stride, bool vec, int *expert_ids,
-                     float *weights, int *offsets, int *sorted_src, int *sorted_pos, float *sorted_w,
-                     __nv_bfloat16 *xs) {
+                     const __nv_bfloat16 *__restrict__ h, int hidden, int stride, bool vec,
+                     sm_route::routing_out out, __nv_bfloat16 *xs) {
     sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
     sm_pdl_wait();
     extern __shared__ unsigned long long route_smem[];
-    const int W = (rows + 63) / 64, n = rows * k;
-    unsigned long long *rows_of = route_smem;
-    int *ids = (int *)(rows_of + (size_t)E * W);
-    float *wts = (float *)(ids + n);
-    int *spos = (int *)(wts + n);
-    int *off = spos + n;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    const int n = rows * k;
     /* This block gathers assignments a0..a1. Which row of h each one copies (a / k) is known before
      * the routing, only where it goes is not: the first slice of the copy is loaded now, so its
      * latency hides behind the top-k. */
@@ -190,110 +151,9 @@ __global__ void __launch_bounds__(1024)
         const int a = a0 + (int)(threadIdx.x / sv), c = (int)(threadIdx.x % sv);
         if (c < hv) first = reinterpret_cast<const uint4 *>(h + (size_t)(a / k) * hidden)[c];
     }
-    for (int i = threadIdx.x; i < E * W; i += blockDim.x) rows_of[i] = 0ull;
-    __syncthreads();
-
-    for (int r = warp; r < rows; r += warps) {
-        const float *l = logits + (size_t)r * E;
-        float v[V];
-#pragma unroll
-        for (int i = 0; i < V; i++) v[i] = lane + 32 * i < E ? l[lane + 32 * i] : 0.0f;
-        /* router_topk_kernel's softmax: same per-lane order, same butterfly */
-        float mx = -INFINITY;
-#pragma unroll
-        for (int i = 0; i < V; i++)
-            if (lane + 32 * i < E) mx = fmaxf(mx, v[i]);
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, o));
-        float sum = 0.0f;
-#pragma unroll
-        for (int i = 0; i < V; i++)
-            if (lane + 32 * i < E) sum += expf(v[i] - mx);
-        sum = sm_warp_sum(sum);
-
-        /* Round j picks the largest key (lowest id among equal keys): a lane's best over its
-         * registers, then two redux instructions, the first for the key, the second for the id
-         * (as ~id, so the max is the lowest id). Lane j % 32 keeps round j's winner; the weights
-         * of a chunk of 32 rounds are computed after it, in parallel, and summed in round order,
-         * so picked_sum adds the same values in the same order as router_topk. */
-        unsigned key[V];
-#pragma unroll
-        for (int i = 0; i < V; i++) key[i] = lane + 32 * i < E ? order_key(v[i]) : 0u;
-        float picked_sum = 0.0f, my_v = 0.0f;
-        int my_id = 0;
-        for (int j = 0; j < k; j++) {
-            unsigned best_key = 0u, best_inv_id = 0u;
-#pragma unroll
-            for (int i = 0; i < V; i++) /* ascending id: '>' keeps the lower id on ties */
-                if (key[i] > best_key) {
-                    best_key = key[i];
-                    best_inv_id = ~(unsigned)(lane + 32 * i);
-                }
-            const unsigned top = __reduce_max_sync(FULL_MASK, best_key);
-            const int win = (int)~__reduce_max_sync(FULL_MASK, best_key == top ? best_inv_id : 0u);
-            if ((win & 31) == lane) {
-#pragma unroll
-                for (int i = 0; i < V; i++)
-                    if (i == (win >> 5)) key[i] = 0u;
-            }
-            if ((j & 31) == lane) {
-                my_id = win;
-                my_v = key_value(top);
-            }
-            if ((j & 31) == 31 || j == k - 1) {
-                const int base = j & ~31, count = j - base + 1;
-                const float wgt = lane < count ? expf(my_v - mx) / sum : 0.0f;
-                for (int q = 0; q < count; q++) picked_sum += __shfl_sync(FULL_MASK, wgt, q);
-                if (lane < count) {
-                    ids[r * k + base + lane] = my_id;
-                    wts[r * k + base + lane] = wgt;
-                    atomicOr(&rows_of[(size_t)my_id * W + (r >> 6)], 1ull << (r & 63));
-                }
-            }
-        }
-        if (renormalize) {
-            __syncwarp();
-            for (int j = lane; j < k; j += 32) wts[r * k + j] = wts[r * k + j] / picked_sum;
-        }
-    }
-    __syncthreads();
-
-    if (warp == 0) { /* expert offsets: a warp scan over contiguous chunks of experts */
-        const int per = (E + 31) / 32, e0 = lane * per, e1 = min(e0 + per, E);
-        int local = 0;
-        for (int e = e0; e < e1; e++) local += expert_count(rows_of + (size_t)e * W, W);
-        int incl = local;
-#pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
-            const int t = __shfl_up_sync(FULL_MASK, incl, o);
-            if (lane >= o) incl += t;
-        }
-        int run = incl - local;
-        for (int e = e0; e < e1; e++) {
-            off[e] = run;
-            run += expert_count(rows_of + (size_t)e * W, W);
-        }
-        if (lane == 31) off[E] = incl;
-    }
-    __syncthreads();
-
-    const bool writer = blockIdx.x == 0;
-    for (int a = threadIdx.x; a < n; a += blockDim.x) {
-        const int r = a / k, e = ids[a];
-        const unsigned long long *m = rows_of + (size_t)e * W;
-        const int p = off[e] + expert_count(m, r >> 6) + __popcll(m[r >> 6] & ((1ull << (r & 63)) - 1ull));
-        spos[a] = p;
-        if (writer) {
-            expert_ids[a] = e;
-            weights[a] = wts[a];
-            sorted_src[p] = a;
-            sorted_pos[a] = p;
-            sorted_w[p] = wts[a];
-        }
-    }
-    if (writer)
-        for (int e = threadIdx.x; e <= E; e += blockDim.x) offsets[e] = off[e];
-    __syncthreads();
+    const sm_route::shared_routing sr = sm_route::carve(route_smem, rows, E, k);
+    sm_route::route_block<V>(logits, rows, E, k, renormalize, sr, blockIdx.x == 0, out);
+    const int *spos = sr.spos;
 
     /* this block's share of the gather: each row of xs at its sorted position */
     if (a0 >= a1) return;
@@ -312,11 +172,6 @@ __global__ void __launch_bounds__(1024)
             xs[(size_t)spos[a] * stride + c] = c < hidden ? h[(size_t)(a / k) * hidden + c] : __float2bfloat16_rn(0.0f);
         }
     }
-}
-
-size_t route_smem_bytes(int rows, int E, int k) {
-    const size_t W = (size_t)(rows + 63) / 64, n = (size_t)rows * k;
-    return (size_t)E * W * 8 + n * 12 + (size_t)(E + 1) * 4;
 }
 
 /* Enough blocks that each copies a few rows of xs; every block repeats the routing, which at
@@ -365,11 +220,18 @@ extern "C" sm_status sm_cuda_moe_route(cudaStream_t stream, const float *logits,
     int threads = 32 * rows;
     threads = threads < 256 ? 256 : threads > 1024 ? 1024 : threads;
     const bool vec = hidden % 8 == 0 && stride % 8 == 0 && (uintptr_t)h % 16 == 0 && (uintptr_t)xs % 16 == 0;
-    const size_t smem = route_smem_bytes(rows, num_experts, top_k);
-#define SM_ROUTE_LAUNCH(V)                                                                                           \
-    sm_launch_pdl(moe_route_kernel<V>, blocks, threads, smem, stream, logits, rows, num_experts, top_k, renormalize, \
-                  (cbf)h, hidden, stride, vec, expert_ids, weights, expert_offsets, sorted_src, sorted_pos,          \
-                  sorted_weight, (__nv_bfloat16 *)xs)
+    const sm_route::routing_out out = {expert_ids, weights, expert_offsets, sorted_src, sorted_pos, sorted_weight};
+    const size_t smem = sm_route::smem_bytes(rows, num_experts, top_k);
+    /* past 48 KiB (256 rows x top-8 over 512 experts) the kernel must be allowed more */
+#define SM_ROUTE_LAUNCH(V)                                                                                            \
+    do {                                                                                                              \
+        if (smem > 48 * 1024)                                                                                         \
+            NEED(cudaFuncSetAttribute(moe_route_kernel<V>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) == \
+                     cudaSuccess,                                                                                     \
+                 "moe_route: %zu bytes of shared memory refused", smem);                                              \
+        sm_launch_pdl(moe_route_kernel<V>, blocks, threads, smem, stream, logits, rows, num_experts, top_k,           \
+                      renormalize, (cbf)h, hidden, stride, vec, out, (__nv_bfloat16 *)xs);                            \
+    } while (0)
     if (num_experts <= 32) SM_ROUTE_LAUNCH(1);
     else if (num_experts <= 64) SM_ROUTE_LAUNCH(2);
     else if (num_experts <= 128) SM_ROUTE_LAUNCH(4);

@@ -7,6 +7,7 @@
 
 #include "kernel_common.cuh"
 #include "moe_mma.cuh"
+#include "moe_route.cuh"
 
 namespace {
 
@@ -24,17 +25,39 @@ using sm_moe_mma::tile_ref;
 constexpr int DEC_WARPS = 8;
 constexpr int DEC_SMEM_TARGET = 64 * 1024; /* token tile budget: leaves room for 3 CTAs per SM */
 
-template <int T, bool GATED, int COLS, int U>
+/* The routing a ROUTED gate_up launch does itself (sm_moe_route_job): the logits in, the expert
+ * inputs read from h by assignment, the routing written out by block (0, 0) for the down
+ * projection and the combine. */
+struct gate_up_routing {
+    const float *logits;
+    int rows, top_k;
+    bool renormalize;
+    const __nv_bfloat16 *h;
+    int h_width; /* elements a row of h; the rest of the K-wide token row is zero */
+    sm_route::routing_out out;
+};
+constexpr int ROUTED_V = SM_MOE_ROUTED_MAX_EXPERTS / 32; /* logits a lane holds while routing */
+
+template <int T, bool GATED, int COLS, int U, bool ROUTED>
 __global__ void __launch_bounds__(DEC_WARPS * 32)
     moe_decode_kernel(const __nv_bfloat16 *__restrict__ in, const __nv_bfloat16 *__restrict__ w,
                       const float *__restrict__ weight, __nv_bfloat16 *__restrict__ out,
-                      const int *__restrict__ offsets, int num_experts, int K, int N) {
+                      const int *__restrict__ offsets, int num_experts, int K, int N, gate_up_routing rt) {
     constexpr int NL = GATED ? 2 : COLS;   /* weight rows per warp */
     /* U: 16-byte vectors per lane and row in one pass */
     sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
     sm_pdl_wait();
-    extern __shared__ uint4 tok[]; /* [T][K/8] */
-    const tile_ref pos = sm_moe_mma::expert_of_slot(offsets, num_experts, blockIdx.y);
+    extern __shared__ uint4 tok[]; /* [T][K/8], then (ROUTED) the block's routing */
+    const int *src_of = nullptr;   /* ROUTED: the assignment at each sorted position */
+    const int *tile_offsets = offsets;
+    if (ROUTED) { /* every CTA routes the batch itself; CTA (0, 0) also writes it out */
+        const sm_route::shared_routing sr = sm_route::carve(tok + (size_t)T * (K / 8), rt.rows, num_experts, rt.top_k);
+        sm_route::route_block<ROUTED_V>(rt.logits, rt.rows, num_experts, rt.top_k, rt.renormalize, sr,
+                                        blockIdx.x == 0 && blockIdx.y == 0, rt.out);
+        src_of = sr.src;
+        tile_offsets = sr.off;
+    }
+    const tile_ref pos = sm_moe_mma::expert_of_slot(tile_offsets, num_experts, blockIdx.y);
     const int e = pos.expert;
     if (e < 0) return; /* fewer active experts than slots */
     const int row0 = pos.begin, rows = pos.count, K8 = K / 8;
@@ -66,7 +89,15 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
     for (int t0 = 0; t0 < rows; t0 += T) {
         const int nt = min(T, rows - t0);
         const uint4 *src = reinterpret_cast<const uint4 *>(in + (size_t)(row0 + t0) * K);
-        for (int i = threadIdx.x; i < nt * K8; i += blockDim.x) tok[i] = src[i];
+        for (int i = threadIdx.x; i < nt * K8; i += blockDim.x) {
+            if (ROUTED) { /* token t is row (assignment / top_k) of h */
+                const int t = i / K8, c = i % K8, row = src_of[row0 + t0 + t] / rt.top_k;
+                tok[i] = c < rt.h_width / 8 ? reinterpret_cast<const uint4 *>(rt.h + (size_t)row * rt.h_width)[c]
+                                            : make_uint4(0, 0, 0, 0);
+            } else {
+                tok[i] = src[i];
+            }
+        }
         __syncthreads();
         if (col0 < N) {
             float acc[NL][T];
@@ -314,11 +345,11 @@ sm_moe_regime pick(const sm_moe_grouped_args *a, int K, int N) {
     return SM_MOE_REGIME_PREFILL;
 }
 
-template <int T, bool GATED, int COLS, int U = 4>
+template <int T, bool GATED, int COLS, int U = 4, bool ROUTED = false>
 cudaError_t launch_decode_c(cudaStream_t s, const sm_moe_grouped_args *a, const void *in, const void *w,
-                            const float *weight, void *out, int K, int N) {
-    const size_t smem = (size_t)T * K * 2;
-    auto kernel = moe_decode_kernel<T, GATED, COLS, U>;
+                            const float *weight, void *out, int K, int N, const gate_up_routing &rt) {
+    const size_t smem = (size_t)T * K * 2 + (ROUTED ? sm_route::smem_bytes(rt.rows, a->num_experts, rt.top_k) : 0);
+    auto kernel = moe_decode_kernel<T, GATED, COLS, U, ROUTED>;
     if (smem > 48 * 1024) {
         cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e != cudaSuccess) return e;
@@ -327,29 +358,30 @@ cudaError_t launch_decode_c(cudaStream_t s, const sm_moe_grouped_args *a, const 
     dim3 grid((unsigned)((N + DEC_WARPS * COLS - 1) / (DEC_WARPS * COLS)), (unsigned)slots);
     sm_launch_pdl(kernel, grid, DEC_WARPS * 32, smem, s, static_cast<const __nv_bfloat16 *>(in),
                   static_cast<const __nv_bfloat16 *>(w), weight, static_cast<__nv_bfloat16 *>(out), a->expert_offsets,
-                  a->num_experts, K, N);
+                  a->num_experts, K, N, rt);
     return cudaSuccess;
 }
 
 /* Down projections with short rows take four columns per warp (see the kernel's comment); rows
  * of at most 768 (96 vectors: three a lane) in passes of three vectors, whose registers fit three
- * CTAs an SM instead of two. */
+ * CTAs an SM instead of two. rt.logits set: gate_up routing the batch itself. */
 template <int T, bool GATED>
 cudaError_t launch_decode_t(cudaStream_t s, const sm_moe_grouped_args *a, const void *in, const void *w,
-                            const float *weight, void *out, int K, int N) {
-    if (!GATED && K <= 768) return launch_decode_c<T, false, 4, 3>(s, a, in, w, weight, out, K, N);
-    if (!GATED && K <= 1024) return launch_decode_c<T, false, 4>(s, a, in, w, weight, out, K, N);
-    return launch_decode_c<T, GATED, 1>(s, a, in, w, weight, out, K, N);
+                            const float *weight, void *out, int K, int N, const gate_up_routing &rt) {
+    if (!GATED && K <= 768) return launch_decode_c<T, false, 4, 3>(s, a, in, w, weight, out, K, N, rt);
+    if (!GATED && K <= 1024) return launch_decode_c<T, false, 4>(s, a, in, w, weight, out, K, N, rt);
+    if (GATED && rt.logits) return launch_decode_c<T, true, 1, 4, true>(s, a, in, w, weight, out, K, N, rt);
+    return launch_decode_c<T, GATED, 1>(s, a, in, w, weight, out, K, N, rt);
 }
 
 template <bool GATED>
 cudaError_t launch_decode(cudaStream_t s, const sm_moe_grouped_args *a, const void *in, const void *w,
-                          const float *weight, void *out, int K, int N) {
+                          const float *weight, void *out, int K, int N, const gate_up_routing &rt = {}) {
     switch (decode_tile(a, K)) {
-    case 1: return launch_decode_t<1, GATED>(s, a, in, w, weight, out, K, N);
-    case 2: return launch_decode_t<2, GATED>(s, a, in, w, weight, out, K, N);
-    case 4: return launch_decode_t<4, GATED>(s, a, in, w, weight, out, K, N);
-    default: return launch_decode_t<8, GATED>(s, a, in, w, weight, out, K, N);
+    case 1: return launch_decode_t<1, GATED>(s, a, in, w, weight, out, K, N, rt);
+    case 2: return launch_decode_t<2, GATED>(s, a, in, w, weight, out, K, N, rt);
+    case 4: return launch_decode_t<4, GATED>(s, a, in, w, weight, out, K, N, rt);
+    default: return launch_decode_t<8, GATED>(s, a, in, w, weight, out, K, N, rt);
     }
 }
 
@@ -437,9 +469,10 @@ extern "C" unsigned sm_moe_auto_allow_from_env(void) {
      * runners and whole models, compute-sanitizer clean), and prefill-wgmma before prefill-mma;
      * SPECMOE_MOE_DECODE=simt, SPECMOE_MOE_PREFILL=mma (no wgmma) or =wmma (neither) keep AUTO to
      * the older kernels, for A/B runs. */
-    const char *d = getenv("SPECMOE_MOE_DECODE"), *p = getenv("SPECMOE_MOE_PREFILL");
+    const char *d = getenv("SPECMOE_MOE_DECODE"), *p = getenv("SPECMOE_MOE_PREFILL"), *r = getenv("SPECMOE_MOE_ROUTE");
     const bool wmma_only = p && !strcmp(p, "wmma"), no_wgmma = wmma_only || (p && !strcmp(p, "mma"));
     return (d && !strcmp(d, "simt") ? 0u : (unsigned)SM_MOE_ALLOW_DECODE_MMA) |
+           (r && !strcmp(r, "launch") ? 0u : (unsigned)SM_MOE_ALLOW_GATE_UP_ROUTING) |
            (wmma_only ? 0u : (unsigned)SM_MOE_ALLOW_PREFILL_MMA) | (no_wgmma ? 0u : (unsigned)SM_MOE_ALLOW_PREFILL_WGMMA);
 }
 
@@ -449,6 +482,34 @@ extern "C" sm_status sm_cuda_moe_gate_up(cudaStream_t stream, const sm_moe_group
     if (a->n_assign == 0) return SM_OK;
     cudaError_t e = run<true>(stream, a, x, w_gate_up, nullptr, act, a->hidden, a->ffn);
     return finish("moe_gate_up", e, err);
+}
+
+extern "C" bool sm_moe_gate_up_routes(const sm_moe_grouped_args *a, const sm_moe_route_job *j) {
+    return a && j && (a->auto_allow & SM_MOE_ALLOW_GATE_UP_ROUTING) && a->num_experts <= SM_MOE_ROUTED_MAX_EXPERTS &&
+           j->rows >= 1 && j->rows <= SM_MOE_ROUTED_MAX_ROWS && j->top_k >= 1 && j->top_k <= a->num_experts &&
+           (long)j->rows * j->top_k == a->n_assign && j->h_width > 0 && j->h_width % 8 == 0 && j->h_width <= a->hidden &&
+           (uintptr_t)j->h % 16 == 0 && pick(a, a->hidden, a->ffn) == SM_MOE_REGIME_DECODE;
+}
+
+extern "C" sm_status sm_cuda_moe_gate_up_routed(cudaStream_t stream, const sm_moe_grouped_args *a,
+                                                const sm_moe_route_job *j, const sm_bf16_bits *w_gate_up,
+                                                sm_bf16_bits *act, sm_error *err) {
+    SM_TRY(check_args("moe_gate_up_routed", a, w_gate_up, w_gate_up, act, err));
+    if (!sm_moe_gate_up_routes(a, j))
+        return sm_fail(err, SM_EINVAL,
+                       "moe_gate_up_routed: this batch is not routed in gate_up (%d rows x top_k %d = %d assignments, "
+                       "%d experts (<= %d), rows <= %d, h width %d (multiple of 8, <= %d), regime %s): route it first",
+                       j ? j->rows : 0, j ? j->top_k : 0, a->n_assign, a->num_experts, SM_MOE_ROUTED_MAX_EXPERTS,
+                       SM_MOE_ROUTED_MAX_ROWS, j ? j->h_width : 0, a->hidden,
+                       sm_moe_regime_name(pick(a, a->hidden, a->ffn)));
+    if (!j->logits || !j->h || !j->expert_ids || !j->expert_offsets || !j->weights || !j->sorted_src || !j->sorted_pos || !j->sorted_weight)
+        return sm_fail(err, SM_EINVAL, "moe_gate_up_routed: NULL device pointer in the routing job");
+    const gate_up_routing rt = {j->logits, j->rows, j->top_k, j->renormalize,
+                                reinterpret_cast<const __nv_bfloat16 *>(j->h), j->h_width,
+                                sm_route::routing_out{j->expert_ids, j->weights, j->expert_offsets,
+                                                      j->sorted_src, j->sorted_pos, j->sorted_weight}};
+    cudaError_t e = launch_decode<true>(stream, a, j->h, w_gate_up, nullptr, act, a->hidden, a->ffn, rt);
+    return finish("moe_gate_up_routed", e, err);
 }
 
 extern "C" sm_status sm_cuda_moe_down(cudaStream_t stream, const sm_moe_grouped_args *a, const sm_bf16_bits *act,

@@ -48,8 +48,14 @@ typedef enum sm_moe_regime {
     SM_MOE_REGIME_COUNT
 } sm_moe_regime;
 
-/* Bits of sm_moe_grouped_args.auto_allow: new kernels AUTO may choose. */
-enum { SM_MOE_ALLOW_DECODE_MMA = 1u << 0, SM_MOE_ALLOW_PREFILL_MMA = 1u << 1, SM_MOE_ALLOW_PREFILL_WGMMA = 1u << 2 };
+/* Bits of sm_moe_grouped_args.auto_allow: new kernels AUTO may choose, and whether the decode
+ * gate_up may route the batch itself (sm_cuda_moe_gate_up_routed). */
+enum {
+    SM_MOE_ALLOW_DECODE_MMA = 1u << 0,
+    SM_MOE_ALLOW_PREFILL_MMA = 1u << 1,
+    SM_MOE_ALLOW_PREFILL_WGMMA = 1u << 2,
+    SM_MOE_ALLOW_GATE_UP_ROUTING = 1u << 3
+};
 
 typedef struct sm_moe_grouped_args {
     int num_experts;
@@ -71,12 +77,43 @@ const char *sm_moe_regime_name(sm_moe_regime r);
 int sm_moe_regime_parse(const char *name);
 
 /* auto_allow from the environment, read once by whoever owns the launches (the `cuda` runner
- * at create): both mma kernels allowed; SPECMOE_MOE_DECODE=simt or SPECMOE_MOE_PREFILL=wmma
- * leaves one out (A/B against the older kernels). */
+ * at create): both mma kernels and gate_up routing allowed; SPECMOE_MOE_DECODE=simt or
+ * SPECMOE_MOE_PREFILL=wmma leaves a kernel out, SPECMOE_MOE_ROUTE=launch keeps the routing in
+ * its own launch (A/B against the older paths). */
 unsigned sm_moe_auto_allow_from_env(void);
 
 sm_status sm_cuda_moe_gate_up(cudaStream_t stream, const sm_moe_grouped_args *a, const sm_bf16_bits *x,
                               const sm_bf16_bits *w_gate_up, sm_bf16_bits *act, sm_error *err);
+
+/* The routing of a decode-sized batch, for gate_up to do itself: the same outputs as
+ * sm_cuda_moe_route (fused_ops.h) except xs — the expert inputs are read from h by assignment. */
+typedef struct sm_moe_route_job {
+    const float *logits;         /* device [rows, num_experts] router logits */
+    int rows, top_k;             /* rows * top_k == n_assign */
+    bool renormalize;            /* norm_topk_prob */
+    const sm_bf16_bits *h;       /* device [rows, h_width]: the normalised rows the experts take */
+    int h_width;                 /* multiple of 8, <= hidden (the rest of a token row is zero) */
+    int *expert_ids;             /* device [n_assign], as sm_cuda_router_topk */
+    int *expert_offsets;         /* device [num_experts + 1], as sm_cuda_moe_permute */
+    float *weights;              /* device [n_assign], as sm_cuda_router_topk */
+    int *sorted_src, *sorted_pos; /* device [n_assign], as sm_cuda_moe_permute, ascending row within an expert */
+    float *sorted_weight;        /* device [n_assign]: the routing weight at each sorted position */
+} sm_moe_route_job;
+
+#define SM_MOE_ROUTED_MAX_EXPERTS 128
+#define SM_MOE_ROUTED_MAX_ROWS 4
+
+/* Whether sm_cuda_moe_gate_up_routed takes this job: SM_MOE_ALLOW_GATE_UP_ROUTING in auto_allow,
+ * the decode regime for gate_up (AUTO's pick or forced), num_experts <= SM_MOE_ROUTED_MAX_EXPERTS,
+ * rows 1..SM_MOE_ROUTED_MAX_ROWS, h 16-byte aligned. */
+bool sm_moe_gate_up_routes(const sm_moe_grouped_args *a, const sm_moe_route_job *job);
+
+/* gate_up with the routing inside: every CTA repeats the (cheap) routing of the batch from the
+ * logits instead of waiting for a routing launch, and CTA (0, 0) writes it out for the down
+ * projection and the combine. act, ids, weights, offsets and the permutation are bit for bit those
+ * of sm_cuda_moe_route followed by sm_cuda_moe_gate_up. SM_EINVAL where sm_moe_gate_up_routes says no. */
+sm_status sm_cuda_moe_gate_up_routed(cudaStream_t stream, const sm_moe_grouped_args *a, const sm_moe_route_job *job,
+                                     const sm_bf16_bits *w_gate_up, sm_bf16_bits *act, sm_error *err);
 
 /* weight: device [n_assign] routing weights, multiplied into y. */
 sm_status sm_cuda_moe_down(cudaStream_t stream, const sm_moe_grouped_args *a, const sm_bf16_bits *act,

@@ -292,12 +292,20 @@ static sm_status moe(sm_model_dev *m, int l, step *st, const sm_bf16_bits *next_
         ids = m->route_ids + (size_t)l * w->assign_cap;
         wts = m->route_w + (size_t)l * w->assign_cap;
     }
-    if (fused_route)
+    /* At decode sizes the `cuda` runner's gate_up routes the batch itself: one launch less. */
+    const sm_moe_route_job job = {.logits = m->router_logits, .rows = n, .top_k = k, .renormalize = c->norm_topk_prob,
+                                  .h = m->h, .h_width = H, .expert_ids = ids, .expert_offsets = m->offsets,
+                                  .weights = wts, .sorted_src = m->sorted_src, .sorted_pos = m->sorted_pos,
+                                  .sorted_weight = m->sorted_w};
+    const bool runner_routes = n_assign <= w->device_routing_max_assign &&
+                               sm_runner_device_routes(w->runner_backend, w->runner, &job);
+    if (runner_routes) {
+        /* the runner's first launch routes */
+    } else if (fused_route) {
         SM_TRY(sm_cuda_moe_route(s, m->router_logits, n, E, k, c->norm_topk_prob, m->h, H, hp, ids, wts, m->offsets,
                                  m->sorted_src, m->sorted_pos, m->sorted_w, m->xs, err));
-    else
+    } else {
         SM_TRY(sm_cuda_router_topk(s, m->router_logits, n, E, k, c->norm_topk_prob, ids, wts, err));
-    if (!fused_route) {
         SM_TRY(sm_cuda_moe_permute(s, ids, wts, n_assign, E, m->offsets, m->sorted_src, m->sorted_pos, m->sorted_w, err));
         SM_TRY(sm_cuda_moe_gather(s, m->h, H, m->sorted_src, k, m->xs, hp, n_assign, err));
     }
@@ -309,7 +317,8 @@ static sm_status moe(sm_model_dev *m, int l, step *st, const sm_bf16_bits *next_
         host_offsets = m->h_offsets;
     }
     sm_moe_device_batch b = {.layer = l, .n_assign = n_assign, .expert_offsets = m->offsets,
-                             .expert_offsets_host = host_offsets, .x = m->xs, .weight = m->sorted_w, .y = m->ys};
+                             .expert_offsets_host = host_offsets, .x = m->xs, .weight = m->sorted_w, .y = m->ys,
+                             .route = runner_routes ? &job : NULL};
     SM_TRY(sm_runner_forward_device(w->runner_backend, w->runner, s, &b, err));
     if (L->ffn == 0) { /* the residual is final here: normalise for the next layer in the same launch */
         SM_TRY(sm_cuda_moe_combine_rmsnorm(s, m->ys, hp, m->sorted_pos, k, m->x, n, H, next_norm, c->rms_norm_eps, m->h, err));

@@ -133,8 +133,14 @@ sm_status sm_moe_dev_check_batch(const sm_moe_dev *d, const sm_moe_device_batch 
         return sm_fail(err, SM_EINVAL, "%s runner: bad batch (layer %d of %d, %d assignments)", d->who, b ? b->layer : -1,
                        s->num_layers, b ? b->n_assign : -1);
     if (b->n_assign == 0) return SM_OK;
-    if (!b->expert_offsets || !b->x || !b->weight || !b->y)
+    if (!b->expert_offsets || (!b->x && !b->route) || !b->weight || !b->y)
         return sm_fail(err, SM_EINVAL, "%s runner: batch for layer %d has a NULL device pointer", d->who, b->layer);
+    if (b->route && (b->route->expert_offsets != b->expert_offsets || b->route->sorted_weight != b->weight ||
+                     b->route->rows * b->route->top_k != b->n_assign))
+        return sm_fail(err, SM_EINVAL,
+                       "%s runner: the routing job of layer %d must write the batch's expert offsets and weights "
+                       "(%d rows x top_k %d for %d assignments)",
+                       d->who, b->layer, b->route->rows, b->route->top_k, b->n_assign);
     if (!d->gate_up[b->layer])
         return sm_fail(err, SM_EINTERNAL, "%s runner: no expert of layer %d was ever loaded", d->who, b->layer);
     const int *off = b->expert_offsets_host;

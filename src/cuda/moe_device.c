@@ -28,6 +28,11 @@ int sm_runner_device_routing_max_assign(const sm_runner_backend *b, sm_runner *r
     return ops && r ? ops->device_routing_max_assign(r) : 0;
 }
 
+bool sm_runner_device_routes(const sm_runner_backend *b, sm_runner *r, const sm_moe_route_job *job) {
+    const sm_runner_gpu_ops *ops = find(b);
+    return ops && r && job && ops->routes && ops->routes(r, job);
+}
+
 sm_status sm_runner_device_reserve(const sm_runner_backend *b, sm_runner *r, int n_assign, sm_error *err) {
     const sm_runner_gpu_ops *ops;
     SM_TRY(need(b, r, &ops, err));

@@ -18,6 +18,7 @@
 
 #include "kernel_api.h"
 #include "moe/runner.h"
+#include "moe_grouped.h"
 
 typedef struct sm_moe_device_batch {
     int layer;
@@ -26,9 +27,13 @@ typedef struct sm_moe_device_batch {
     const int *expert_offsets_host;  /* the same on the host, or NULL. `cuda` ignores it (reads
                                         the device copy, so routing can change between graph
                                         replays); `cublaslt` uses it past the size below */
-    const sm_bf16_bits *x;           /* device [n_assign, stride] */
+    const sm_bf16_bits *x;           /* device [n_assign, stride]; unused with route */
     const float *weight;             /* device [n_assign] routing weights, applied by the runner */
     sm_bf16_bits *y;                 /* device [n_assign, stride]: weight[a] * expert(x[a]) */
+    const sm_moe_route_job *route;   /* NULL, or the routing still to do, where sm_runner_device_routes
+                                        says the runner does it inside its launches: then
+                                        expert_offsets and weight are its outputs (route's
+                                        expert_offsets and sorted_weight) and x is not read */
 } sm_moe_device_batch;
 
 static inline int sm_moe_device_stride(int n) { return (n + 7) / 8 * 8; }
@@ -40,6 +45,10 @@ bool sm_runner_has_device_path(const sm_runner_backend *b);
  * the layer can be graph-captured): INT_MAX for `cuda`; for `cublaslt` the size up to which its
  * pointer-array batches pay (0 where cuBLASLt has none). Past it, pass expert_offsets_host. */
 int sm_runner_device_routing_max_assign(const sm_runner_backend *b, sm_runner *r);
+
+/* Whether forward_device takes a batch with this routing job (the `cuda` runner at decode sizes:
+ * its gate_up routes the batch itself, one launch less a layer); false for `cublaslt`. */
+bool sm_runner_device_routes(const sm_runner_backend *b, sm_runner *r, const sm_moe_route_job *job);
 
 /* Grow workspaces to hold n_assign rows now: call before capturing a graph (allocation is not
  * allowed inside one). forward_device grows them itself when called outside a capture. */

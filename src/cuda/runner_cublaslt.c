@@ -236,6 +236,9 @@ static void probe_pointer_array(sm_runner *r) {
 
 static sm_status lt_forward_device(sm_runner *r, cudaStream_t stream, const sm_moe_device_batch *b, sm_error *err) {
     SM_TRY(sm_moe_dev_check_batch(&r->dev, b, err));
+    if (b->route) /* sm_runner_device_routes says false for this runner */
+        return sm_fail(err, SM_EINVAL, "cublaslt runner: layer %d: route the batch before the runner (it takes no routing job)",
+                       b->layer);
     if (b->n_assign == 0) return SM_OK;
     SM_TRY(lt_reserve(r, stream, b->n_assign, err));
     if (r->ptr_max_assign > 0 && (!b->expert_offsets_host || b->n_assign <= r->ptr_max_assign))

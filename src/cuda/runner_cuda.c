@@ -3,7 +3,9 @@
  * read on the GPU, so the device path is graph-capturable with routing that changes between
  * replays. The kernel picks the regime from the number of assignments per expert (decode,
  * decode-mma, prefill-mma; SPECMOE_MOE_DECODE=simt / SPECMOE_MOE_PREFILL=wmma, read at create,
- * keep it to the older kernels), and any regime can be forced with sm_runner_device_set_regime. */
+ * keep it to the older kernels), and any regime can be forced with sm_runner_device_set_regime.
+ * At decode sizes the model may hand it the routing (sm_runner_device_routes): gate_up routes the
+ * batch itself, one launch less on a decode step's critical path. */
 #include <limits.h>
 #include <stdlib.h>
 
@@ -48,14 +50,26 @@ static sm_status cuda_create(const sm_moe_shape *shape, const sm_runner_opts *op
     return SM_OK;
 }
 
+static sm_moe_grouped_args grouped_args(const sm_runner *r, int n_assign, const int *expert_offsets) {
+    return (sm_moe_grouped_args){.num_experts = r->dev.shape.num_experts, .hidden = r->dev.hp, .ffn = r->dev.fp,
+                                 .n_assign = n_assign, .expert_offsets = expert_offsets, .regime = r->regime,
+                                 .auto_allow = r->auto_allow};
+}
+
+static bool cuda_routes(sm_runner *r, const sm_moe_route_job *job) {
+    const sm_moe_grouped_args a = grouped_args(r, job->rows * job->top_k, job->expert_offsets);
+    return sm_moe_gate_up_routes(&a, job);
+}
+
 static sm_status cuda_forward_device(sm_runner *r, cudaStream_t stream, const sm_moe_device_batch *b, sm_error *err) {
     SM_TRY(sm_moe_dev_check_batch(&r->dev, b, err));
     if (b->n_assign == 0) return SM_OK;
     SM_TRY(cuda_reserve(r, stream, b->n_assign, err));
-    sm_moe_grouped_args a = {.num_experts = r->dev.shape.num_experts, .hidden = r->dev.hp, .ffn = r->dev.fp,
-                             .n_assign = b->n_assign, .expert_offsets = b->expert_offsets,
-                             .regime = r->regime, .auto_allow = r->auto_allow};
-    SM_TRY(sm_cuda_moe_gate_up(stream, &a, b->x, r->dev.gate_up[b->layer], r->act, err));
+    const sm_moe_grouped_args a = grouped_args(r, b->n_assign, b->expert_offsets);
+    if (b->route)
+        SM_TRY(sm_cuda_moe_gate_up_routed(stream, &a, b->route, r->dev.gate_up[b->layer], r->act, err));
+    else
+        SM_TRY(sm_cuda_moe_gate_up(stream, &a, b->x, r->dev.gate_up[b->layer], r->act, err));
     return sm_cuda_moe_down(stream, &a, r->act, r->dev.down[b->layer], b->weight, b->y, err);
 }
 
@@ -102,5 +116,6 @@ const sm_runner_gpu_ops sm_runner_cuda_gpu = {
     .forward_device = cuda_forward_device,
     .dev = cuda_dev,
     .device_routing_max_assign = cuda_device_routing_max_assign,
+    .routes = cuda_routes,
     .set_regime = cuda_set_regime,
 };

@@ -12,6 +12,8 @@ typedef struct sm_runner_gpu_ops {
     sm_moe_dev *(*dev)(sm_runner *r);
     /* assignments up to which forward_device works well from the device offsets alone */
     int (*device_routing_max_assign)(sm_runner *r);
+    /* whether forward_device does this routing job itself; NULL: never (cublaslt) */
+    bool (*routes)(sm_runner *r, const sm_moe_route_job *job);
     /* NULL where the runner has no kernel regimes (cublaslt) */
     sm_status (*set_regime)(sm_runner *r, int regime, sm_error *err);
 } sm_runner_gpu_ops;

@@ -5,6 +5,8 @@
  *  - moe_route == router_topk + moe_permute + moe_gather: ids and weights, offsets, the set of
  *    assignments of each expert (the order inside an expert may differ), the permutation's
  *    consistency, xs rows; logits with many ties; the launcher's limits;
+ *  - moe_gate_up_routed (moe_grouped.h) == moe_route + moe_gate_up in the decode regime: act and
+ *    every routing output; the cases it refuses;
  *  - moe_combine_rmsnorm == moe_combine + rmsnorm_f32 (BF16 out), and combine alone (no weight);
  *  - attention_decode_qk (attention.h) == qk_norm_rope_kv + attention for one row.
  * Shapes: Qwen3-30B-A3B (hidden 2048, 32/4 heads of 128, 128 experts top-8), Mixtral-like (hidden
@@ -15,6 +17,7 @@
 #include "fused_ops.h"
 #include "gpu/gpu_test.h"
 #include "model_ops.h"
+#include "moe_grouped.h"
 #include "router_topk.h"
 
 static const int ROW_COUNTS[] = {1, 2, 7, 64};
@@ -356,6 +359,135 @@ static void test_moe_route(void) {
 
 /* ---- MoE combine + RMSNorm ----------------------------------------------------------------- */
 
+/* gate_up routing the batch itself against moe_route + gate_up (decode regime), bit for bit:
+ * act and every routing output. Forced decode regime, so shapes AUTO would give to decode-mma
+ * are covered too; the Qwen3 shape also under AUTO, as the model runs it. */
+typedef struct routed_shape {
+    const char *name;
+    int E, k, hidden, ffn, ties;
+} routed_shape;
+
+static void test_gate_up_routed(void) {
+    uint64_t seed = 303;
+    const routed_shape shapes[] = {
+        {"qwen3-30b", 128, 8, 2048, 768, 0}, {"qwen3 ties", 128, 8, 2048, 768, 1}, {"mixtral-ish", 8, 2, 512, 256, 0},
+        {"odd", 60, 4, 264, 136, 1},        {"tiny", 5, 3, 72, 40, 1},            {"k1", 33, 1, 128, 64, 0},
+    };
+    const int row_counts[] = {1, 2, 3, SM_MOE_ROUTED_MAX_ROWS};
+    int ran = 0;
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        const routed_shape *S = &shapes[t];
+        const int E = S->E, k = S->k, H = S->hidden, F = S->ffn;
+        float *wgu = gpu_test_random_bf16((size_t)E * 2 * F * H, 0.05f, &seed);
+        void *d_wgu = gpu_test_upload_bf16(wgu, E * 2 * F, H, H);
+        free(wgu);
+        for (size_t rc = 0; rc < sizeof row_counts / sizeof row_counts[0]; rc++) {
+            const int rows = row_counts[rc], n = rows * k;
+            sm_error err = {0};
+            float *logits = malloc((size_t)rows * E * 4);
+            for (size_t i = 0; i < (size_t)rows * E; i++) {
+                float u = gpu_test_uniform(&seed);
+                logits[i] = S->ties ? floorf(u * 4.0f) * 0.5f : 4.0f * u;
+            }
+            float *h = gpu_test_random_bf16((size_t)rows * H, 1.0f, &seed);
+            float *d_logits = gpu_test_upload(logits, (size_t)rows * E * 4);
+            void *d_h = gpu_test_upload_bf16(h, rows, H, H);
+            int *d_ids[2], *d_off[2], *d_src[2], *d_pos[2];
+            float *d_w[2], *d_sw[2];
+            void *d_act[2], *d_xs = gpu_test_malloc((size_t)n * H * 2);
+            for (int i = 0; i < 2; i++) {
+                d_ids[i] = gpu_test_malloc((size_t)n * 4); d_off[i] = gpu_test_malloc((size_t)(E + 1) * 4);
+                d_src[i] = gpu_test_malloc((size_t)n * 4); d_pos[i] = gpu_test_malloc((size_t)n * 4);
+                d_w[i] = gpu_test_malloc((size_t)n * 4); d_sw[i] = gpu_test_malloc((size_t)n * 4);
+                d_act[i] = gpu_test_malloc((size_t)n * F * 2);
+            }
+            for (int regime = SM_MOE_REGIME_AUTO; regime <= SM_MOE_REGIME_DECODE; regime++) {
+                for (int renorm = 0; renorm < 2; renorm++) {
+                    sm_moe_grouped_args a = {.num_experts = E, .hidden = H, .ffn = F, .n_assign = n,
+                                             .regime = (sm_moe_regime)regime,
+                                             .auto_allow = sm_moe_auto_allow_from_env() | SM_MOE_ALLOW_GATE_UP_ROUTING};
+                    sm_moe_route_job job = {.logits = d_logits, .rows = rows, .top_k = k, .renormalize = renorm,
+                                            .h = d_h, .h_width = H, .expert_ids = d_ids[1], .expert_offsets = d_off[1],
+                                            .weights = d_w[1], .sorted_src = d_src[1], .sorted_pos = d_pos[1],
+                                            .sorted_weight = d_sw[1]};
+                    a.expert_offsets = d_off[1];
+                    if (!sm_moe_gate_up_routes(&a, &job)) {
+                        /* AUTO gives these to decode-mma; the model then keeps the routing launch */
+                        CHECK(regime == SM_MOE_REGIME_AUTO && sm_moe_regime_pick(&a, false) != SM_MOE_REGIME_DECODE,
+                              "gate_up_routed %s rows %d regime %d: refused a decode-regime batch", S->name, rows, regime);
+                        CHECK(sm_cuda_moe_gate_up_routed(0, &a, &job, d_wgu, d_act[1], &err) == SM_EINVAL &&
+                                  strstr(err.msg, "route it first"),
+                              "gate_up_routed %s: a refused batch ran (%s)", S->name, err.msg);
+                        continue;
+                    }
+                    for (int i = 0; i < 2; i++) {
+                        gpu_test_poison(d_ids[i], (size_t)n * 4); gpu_test_poison(d_off[i], (size_t)(E + 1) * 4);
+                        gpu_test_poison(d_src[i], (size_t)n * 4); gpu_test_poison(d_pos[i], (size_t)n * 4);
+                        gpu_test_poison(d_w[i], (size_t)n * 4); gpu_test_poison(d_sw[i], (size_t)n * 4);
+                        gpu_test_poison(d_act[i], (size_t)n * F * 2);
+                    }
+                    CHECK_OK(sm_cuda_moe_route(0, d_logits, rows, E, k, renorm, d_h, H, H, d_ids[0], d_w[0], d_off[0],
+                                               d_src[0], d_pos[0], d_sw[0], d_xs, &err), &err);
+                    sm_moe_grouped_args ref = a;
+                    ref.expert_offsets = d_off[0];
+                    ref.regime = SM_MOE_REGIME_DECODE;
+                    CHECK_OK(sm_cuda_moe_gate_up(0, &ref, d_xs, d_wgu, d_act[0], &err), &err);
+                    CHECK_OK(sm_cuda_moe_gate_up_routed(0, &a, &job, d_wgu, d_act[1], &err), &err);
+                    sync_ok("gate_up_routed");
+                    const struct { const char *what; void *ref, *got; size_t bytes; } outs[] = {
+                        {"act", d_act[0], d_act[1], (size_t)n * F * 2}, {"expert ids", d_ids[0], d_ids[1], (size_t)n * 4},
+                        {"weights", d_w[0], d_w[1], (size_t)n * 4},     {"offsets", d_off[0], d_off[1], (size_t)(E + 1) * 4},
+                        {"sorted_src", d_src[0], d_src[1], (size_t)n * 4}, {"sorted_pos", d_pos[0], d_pos[1], (size_t)n * 4},
+                        {"sorted_weight", d_sw[0], d_sw[1], (size_t)n * 4},
+                    };
+                    bool all = true;
+                    for (size_t o = 0; o < sizeof outs / sizeof outs[0]; o++) {
+                        size_t at = 0;
+                        bool same = dev_same(outs[o].ref, outs[o].got, outs[o].bytes, &at);
+                        CHECK(same, "gate_up_routed %s rows %d regime %d renorm %d: %s differs from moe_route + gate_up "
+                                    "at byte %zu", S->name, rows, regime, renorm, outs[o].what, at);
+                        all = all && same;
+                    }
+                    if (all) {
+                        ran++;
+                        printf("gate_up_routed %-11s rows %2d %-6s renorm %d: identical to moe_route + gate_up\n",
+                               S->name, rows, regime ? "decode" : "auto", renorm);
+                    }
+                    if (rc == 0 && t == 0 && renorm) check_detects_flip(d_act[1], (size_t)n * F * 2, "gate_up_routed act");
+                }
+            }
+            free(logits); free(h);
+            cudaFree(d_logits); cudaFree(d_h); cudaFree(d_xs);
+            for (int i = 0; i < 2; i++) {
+                cudaFree(d_ids[i]); cudaFree(d_off[i]); cudaFree(d_src[i]); cudaFree(d_pos[i]);
+                cudaFree(d_w[i]); cudaFree(d_sw[i]); cudaFree(d_act[i]);
+            }
+        }
+        cudaFree(d_wgu);
+    }
+    CHECK(ran >= 40, "gate_up_routed: only %d cases compared", ran);
+    /* refusals: each limit, with a message */
+    sm_error err = {0};
+    int dummy_off[1];
+    sm_moe_grouped_args a = {.num_experts = 256, .hidden = 64, .ffn = 64, .n_assign = 8, .expert_offsets = dummy_off,
+                             .regime = SM_MOE_REGIME_DECODE, .auto_allow = SM_MOE_ALLOW_GATE_UP_ROUTING};
+    sm_moe_route_job job = {.rows = 1, .top_k = 8, .h = (const sm_bf16_bits *)(uintptr_t)256, .h_width = 64};
+    CHECK(!sm_moe_gate_up_routes(&a, &job), "gate_up_routed: took 256 experts (limit %d)", SM_MOE_ROUTED_MAX_EXPERTS);
+    a.num_experts = 128;
+    CHECK(sm_moe_gate_up_routes(&a, &job), "gate_up_routed: refused a batch inside its limits");
+    job.rows = SM_MOE_ROUTED_MAX_ROWS + 1, a.n_assign = job.rows * 8;
+    CHECK(!sm_moe_gate_up_routes(&a, &job), "gate_up_routed: took %d rows", job.rows);
+    job.rows = 1, a.n_assign = 8, job.h_width = 60;
+    CHECK(!sm_moe_gate_up_routes(&a, &job), "gate_up_routed: took h rows of 60 elements");
+    job.h_width = 64, a.auto_allow = 0;
+    CHECK(!sm_moe_gate_up_routes(&a, &job), "gate_up_routed: routed without SM_MOE_ALLOW_GATE_UP_ROUTING");
+    a.auto_allow = SM_MOE_ALLOW_GATE_UP_ROUTING, a.regime = SM_MOE_REGIME_PREFILL;
+    CHECK(!sm_moe_gate_up_routes(&a, &job), "gate_up_routed: routed in the prefill regime");
+    CHECK(sm_cuda_moe_gate_up_routed(0, &a, &job, (const sm_bf16_bits *)(uintptr_t)256, (sm_bf16_bits *)(uintptr_t)256,
+                                     &err) == SM_EINVAL && strstr(err.msg, "regime prefill"),
+          "gate_up_routed: refusal message does not name the regime (%s)", err.msg);
+}
+
 static void test_combine_rmsnorm(void) {
     uint64_t seed = 303;
     /* hidden, top_k: vector and scalar paths; 12800 keeps the row in global memory, not shared */
@@ -549,6 +681,7 @@ int main(int argc, char **argv) {
     test_qk_norm_rope_kv();
     test_attention_decode_qk();
     test_moe_route();
+    test_gate_up_routed();
     test_combine_rmsnorm();
     if (!(argc > 1 && !strcmp(argv[1], "--no-bench"))) bench_fused();
     TEST_MAIN_END
