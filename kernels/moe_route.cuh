@@ -74,50 +74,6 @@ struct routing_out {
     float *sorted_w;
 };
 
-/* Assignment a (expert e, weight w) goes to sorted position p: in s, and in out when this block
- * writes. */
-__device__ __forceinline__ void place(const shared_routing &s, bool writer, const routing_out &out, int a, int e, int p,
-                                      float w) {
-    s.spos[a] = p;
-    s.src[p] = a;
-    if (writer) {
-        out.expert_ids[a] = e;
-        out.weights[a] = w;
-        out.sorted_src[p] = a;
-        out.sorted_pos[a] = p;
-        out.sorted_w[p] = w;
-    }
-}
-
-/* The offsets out too, and the block synchronised: the routing is complete in s. */
-__device__ __forceinline__ void finish(const shared_routing &s, int E, bool writer, const routing_out &out) {
-    if (writer)
-        for (int e = threadIdx.x; e <= E; e += blockDim.x) out.offsets[e] = s.off[e];
-    __syncthreads();
-}
-
-/* The softmax of one row as router_topk_kernel computes it, by one warp: the same per-lane
- * order (lane holds logits lane, lane + 32, ...) and the same butterflies, so the same bits. */
-template <int V>
-__device__ __forceinline__ void row_softmax_stats(const float *__restrict__ l, int E, float *mx_out, float *sum_out) {
-    const int lane = threadIdx.x & 31;
-    float v[V];
-#pragma unroll
-    for (int i = 0; i < V; i++) v[i] = lane + 32 * i < E ? l[lane + 32 * i] : 0.0f;
-    float mx = -INFINITY;
-#pragma unroll
-    for (int i = 0; i < V; i++)
-        if (lane + 32 * i < E) mx = fmaxf(mx, v[i]);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    float sum = 0.0f;
-#pragma unroll
-    for (int i = 0; i < V; i++)
-        if (lane + 32 * i < E) sum += expf(v[i] - mx);
-    *mx_out = mx;
-    *sum_out = sm_warp_sum(sum);
-}
-
 /* The routing of `rows` rows of logits [rows, E] into s, by the whole block (every thread must
  * call it; it ends with the block synchronised). V = logits a lane holds (E <= 32 V; a larger V
  * than needed gives the same bits). writer: this block also stores the routing to out. */
@@ -132,8 +88,21 @@ __device__ void route_block(const float *__restrict__ logits, int rows, int E, i
 
     for (int r = warp; r < rows; r += warps) {
         const float *l = logits + (size_t)r * E;
-        float mx, sum;
-        row_softmax_stats<V>(l, E, &mx, &sum);
+        float v[V];
+#pragma unroll
+        for (int i = 0; i < V; i++) v[i] = lane + 32 * i < E ? l[lane + 32 * i] : 0.0f;
+        /* router_topk_kernel's softmax: same per-lane order, same butterfly */
+        float mx = -INFINITY;
+#pragma unroll
+        for (int i = 0; i < V; i++)
+            if (lane + 32 * i < E) mx = fmaxf(mx, v[i]);
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(FULL, mx, o));
+        float sum = 0.0f;
+#pragma unroll
+        for (int i = 0; i < V; i++)
+            if (lane + 32 * i < E) sum += expf(v[i] - mx);
+        sum = sm_warp_sum(sum);
 
         /* Round j picks the largest key (lowest id among equal keys): a lane's best over its
          * registers, then two redux instructions, the first for the key, the second for the id
@@ -142,7 +111,7 @@ __device__ void route_block(const float *__restrict__ logits, int rows, int E, i
          * so picked_sum adds the same values in the same order as router_topk. */
         unsigned key[V];
 #pragma unroll
-        for (int i = 0; i < V; i++) key[i] = lane + 32 * i < E ? order_key(l[lane + 32 * i]) : 0u;
+        for (int i = 0; i < V; i++) key[i] = lane + 32 * i < E ? order_key(v[i]) : 0u;
         float picked_sum = 0.0f, my_v = 0.0f;
         int my_id = 0;
         for (int j = 0; j < k; j++) {
@@ -205,9 +174,19 @@ __device__ void route_block(const float *__restrict__ logits, int rows, int E, i
         const int r = a / k, e = s.ids[a];
         const unsigned long long *m = s.rows_of + (size_t)e * W;
         const int p = s.off[e] + expert_count(m, r >> 6) + __popcll(m[r >> 6] & ((1ull << (r & 63)) - 1ull));
-        place(s, writer, out, a, e, p, s.wts[a]);
+        s.spos[a] = p;
+        s.src[p] = a;
+        if (writer) {
+            out.expert_ids[a] = e;
+            out.weights[a] = s.wts[a];
+            out.sorted_src[p] = a;
+            out.sorted_pos[a] = p;
+            out.sorted_w[p] = s.wts[a];
+        }
     }
-    finish(s, E, writer, out);
+    if (writer)
+        for (int e = threadIdx.x; e <= E; e += blockDim.x) out.offsets[e] = s.off[e];
+    __syncthreads();
 }
 
 } // namespace sm_route
