@@ -494,7 +494,7 @@ extern "C" bool sm_moe_gate_up_routes(const sm_moe_grouped_args *a, const sm_moe
 extern "C" sm_status sm_cuda_moe_gate_up_routed(cudaStream_t stream, const sm_moe_grouped_args *a,
                                                 const sm_moe_route_job *j, const sm_bf16_bits *w_gate_up,
                                                 sm_bf16_bits *act, sm_error *err) {
-    SM_TRY(check_args("moe_gate_up_routed", a, w_gate_up, w_gate_up, act, err));
+    SM_TRY(check_args("moe_gate_up_routed", a, j ? j->h : nullptr, w_gate_up, act, err)); /* h is the input */
     if (!sm_moe_gate_up_routes(a, j))
         return sm_fail(err, SM_EINVAL,
                        "moe_gate_up_routed: this batch is not routed in gate_up (%d rows x top_k %d = %d assignments, "

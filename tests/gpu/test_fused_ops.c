@@ -357,8 +357,6 @@ static void test_moe_route(void) {
     sync_ok("moe_route limits");
 }
 
-/* ---- MoE combine + RMSNorm ----------------------------------------------------------------- */
-
 /* gate_up routing the batch itself against moe_route + gate_up (decode regime), bit for bit:
  * act and every routing output. Forced decode regime, so shapes AUTO would give to decode-mma
  * are covered too; the Qwen3 shape also under AUTO, as the model runs it. */
@@ -487,6 +485,8 @@ static void test_gate_up_routed(void) {
                                      &err) == SM_EINVAL && strstr(err.msg, "regime prefill"),
           "gate_up_routed: refusal message does not name the regime (%s)", err.msg);
 }
+
+/* ---- MoE combine + RMSNorm ----------------------------------------------------------------- */
 
 static void test_combine_rmsnorm(void) {
     uint64_t seed = 303;
