@@ -16,6 +16,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/moe_device.h"
 #include "fill_random.h"
+#include "fused_ops.h"
 #include "moe/runner.h"
 #include "moe_grouped.h"
 
@@ -199,13 +200,15 @@ typedef struct routing {
     int *offsets;                   /* host [E+1] */
 } routing;
 
-/* tokens x top_k distinct uniform experts; only the per-expert counts matter to the runners. */
-static sm_status make_routing(int tokens, int E, int k, uint64_t *seed, routing *r, sm_error *err) {
+/* tokens x top_k distinct uniform experts; only the per-expert counts matter to the runners.
+ * logits (host [tokens, E], or NULL): router logits whose top-k is that routing — picked experts
+ * in [4, 5), the rest in [-1, 0), all distinct — for the rows that route from the logits. */
+static sm_status make_routing(int tokens, int E, int k, uint64_t *seed, routing *r, float *logits, sm_error *err) {
     r->n_assign = tokens * k;
     SM_TRY(sm_calloc((void **)&r->offsets, (size_t)E + 1, sizeof(int), "bench routing", err));
     int *pick = malloc(sizeof(int) * (size_t)k);
     if (!pick) return sm_fail(err, SM_ENOMEM, "bench routing");
-    for (int t = 0; t < tokens; t++)
+    for (int t = 0; t < tokens; t++) {
         for (int j = 0; j < k; j++) {
             int e;
             bool dup;
@@ -218,6 +221,11 @@ static sm_status make_routing(int tokens, int E, int k, uint64_t *seed, routing 
             pick[j] = e;
             r->offsets[e + 1]++;
         }
+        if (!logits) continue;
+        float *row = logits + (size_t)t * E;
+        for (int e = 0; e < E; e++) row[e] = -(float)(e + 1) / (float)(E + 1);
+        for (int j = 0; j < k; j++) row[pick[j]] = 5.0f - (float)(j + 1) / (float)(k + 1);
+    }
     free(pick);
     r->active = 0;
     for (int e = 0; e < E; e++) {
@@ -227,19 +235,88 @@ static sm_status make_routing(int tokens, int E, int k, uint64_t *seed, routing 
     return SM_OK;
 }
 
+/* Where a timed layer's routing comes from (the `routing` column). */
+typedef enum {
+    ROUTING_GIVEN,      /* expert offsets and expert-sorted rows ready: the experts alone */
+    ROUTING_LAUNCH,     /* from router logits: sm_cuda_moe_route, then the experts */
+    ROUTING_IN_KERNEL,  /* from router logits inside the runner's launches (sm_runner_device_routes) */
+} routing_source;
+
+static const char *const routing_names[] = {"given", "launch", "in-kernel"};
+
 typedef struct layer_ctx {
     const sm_runner_backend *b;
     sm_runner *r;
     sm_moe_device_batch batch;
+    const sm_moe_route_job *route;  /* ROUTING_LAUNCH: the job sm_cuda_moe_route does first */
+    int num_experts, hidden;
+    sm_bf16_bits *xs;               /* ROUTING_LAUNCH: where sm_cuda_moe_route gathers the rows */
 } layer_ctx;
 
 static sm_status enqueue_layer(void *ctx, cudaStream_t s, sm_error *err) {
     layer_ctx *c = ctx;
+    const sm_moe_route_job *j = c->route;
+    if (j)
+        SM_TRY(sm_cuda_moe_route(s, j->logits, j->rows, c->num_experts, j->top_k, j->renormalize, j->h, c->hidden,
+                                 c->hidden, j->expert_ids, j->weights, j->expert_offsets, j->sorted_src, j->sorted_pos,
+                                 j->sorted_weight, c->xs, err));
     return sm_runner_forward_device(c->b, c->r, s, &c->batch, err);
+}
+
+/* One eager forward (lazy setup such as GEMM plans and kernel attributes stays out of the graph),
+ * then the median time of graph replays. */
+static sm_status time_layer(timer *t, layer_ctx *c, const sm_bench_moe_opts *o, float *ms, sm_error *err) {
+    SM_TRY(enqueue_layer(c, t->stream, err));
+    SM_TRY(sm_cuda_check(cudaStreamSynchronize(t->stream), err, "bench: eager forward"));
+    cudaGraphExec_t exec = NULL;
+    SM_TRY(capture(t, enqueue_layer, c, &exec, err));
+    sm_status s = time_graph(t, exec, o->warmup, o->iters, ms, err);
+    cudaGraphExecDestroy(exec);
+    return s;
+}
+
+/* Device buffers of the routing from logits (decode-sized batches: rows <= SM_MOE_ROUTED_MAX_ROWS). */
+typedef struct route_bufs {
+    float *logits, *weights, *sorted_weight;
+    int *ids, *offsets, *sorted_src, *sorted_pos;
+    sm_bf16_bits *xs;
+} route_bufs;
+
+static sm_status route_bufs_alloc(route_bufs *b, int E, int K, int H, sm_error *err) {
+    const size_t rows = SM_MOE_ROUTED_MAX_ROWS, assign = rows * (size_t)K;
+    memset(b, 0, sizeof *b);
+    SM_TRY(sm_cuda_check(cudaMalloc((void **)&b->logits, rows * E * sizeof(float)), err, "bench: router logits"));
+    SM_TRY(sm_cuda_check(cudaMalloc((void **)&b->weights, assign * sizeof(float)), err, "bench: routing weights"));
+    SM_TRY(sm_cuda_check(cudaMalloc((void **)&b->sorted_weight, assign * sizeof(float)), err, "bench: routing weights"));
+    SM_TRY(sm_cuda_check(cudaMalloc((void **)&b->ids, assign * sizeof(int)), err, "bench: expert ids"));
+    SM_TRY(sm_cuda_check(cudaMalloc((void **)&b->offsets, ((size_t)E + 1) * sizeof(int)), err, "bench: offsets"));
+    SM_TRY(sm_cuda_check(cudaMalloc((void **)&b->sorted_src, assign * sizeof(int)), err, "bench: permutation"));
+    SM_TRY(sm_cuda_check(cudaMalloc((void **)&b->sorted_pos, assign * sizeof(int)), err, "bench: permutation"));
+    return sm_cuda_check(cudaMalloc((void **)&b->xs, assign * H * 2), err, "bench: expert inputs");
+}
+
+static void route_bufs_free(route_bufs *b) {
+    cudaFree(b->logits); cudaFree(b->weights); cudaFree(b->sorted_weight); cudaFree(b->ids);
+    cudaFree(b->offsets); cudaFree(b->sorted_src); cudaFree(b->sorted_pos); cudaFree(b->xs);
+}
+
+/* A row timed from logits is only comparable if the kernels routed as make_routing did. */
+static sm_status check_routing(const int *d_offsets, const int *want, int E, sm_error *err) {
+    int *got = malloc(((size_t)E + 1) * sizeof(int));
+    if (!got) return sm_fail(err, SM_ENOMEM, "bench: offsets");
+    sm_status s = sm_cuda_check(cudaMemcpy(got, d_offsets, ((size_t)E + 1) * sizeof(int), cudaMemcpyDeviceToHost), err,
+                                "bench: routed offsets");
+    for (int e = 0; !s && e <= E; e++)
+        if (got[e] != want[e])
+            s = sm_fail(err, SM_EINTERNAL, "bench: the routing from logits put offset %d of expert %d where the bench "
+                        "routing has %d", got[e], e, want[e]);
+    free(got);
+    return s;
 }
 
 typedef struct row {
     const char *runner;
+    const char *routing;            /* routing_names */
     int tokens, n_assign, active;
     const char *regime;             /* kernels run: gate_up/down */
     const char *requested;          /* with --regimes: the regime asked for, else NULL */
@@ -251,10 +328,10 @@ static void print_row(const sm_bench_moe_opts *o, const row *w, bool header) {
     double bw = w->bytes / (w->us * 1e-6), tf = w->flops / (w->us * 1e-6);
     if (o->json) {
         fprintf(f, "{\"bench\":\"moe-layer\",\"shape\":\"%s\",\"hidden\":%d,\"ffn\":%d,\"experts\":%d,\"top_k\":%d,"
-                   "\"runner\":\"%s\",\"tokens\":%d,\"assignments\":%d,\"active_experts\":%d,\"regime\":\"%s\","
+                   "\"runner\":\"%s\",\"routing\":\"%s\",\"tokens\":%d,\"assignments\":%d,\"active_experts\":%d,\"regime\":\"%s\","
                    "\"us\":%.2f,\"bytes\":%.0f,\"gbps\":%.1f,\"copy_gbps\":%.1f,\"bw_ratio\":%.3f,\"tflops\":%.2f,"
                    "\"dense_tflops\":%.2f,\"dense_ratio\":%.3f%s%s%s}\n",
-                o->label, o->hidden, o->ffn, o->experts, o->top_k, w->runner, w->tokens, w->n_assign, w->active,
+                o->label, o->hidden, o->ffn, o->experts, o->top_k, w->runner, w->routing, w->tokens, w->n_assign, w->active,
                 w->regime, w->us, w->bytes, bw / 1e9, w->copy_bw / 1e9, bw / w->copy_bw, tf / 1e12, w->dense / 1e12,
                 tf / w->dense, w->requested ? ",\"requested\":\"" : "", w->requested ? w->requested : "",
                 w->requested ? "\"" : "");
@@ -262,9 +339,11 @@ static void print_row(const sm_bench_moe_opts *o, const row *w, bool header) {
     }
     const int rw = o->n_regimes > 0 ? 28 : 15; /* "auto=prefill-mma/prefill-mma" */
     if (header)
-        fprintf(f, "%-9s %6s %7s %6s %-*s %10s %9s %7s %8s %9s %7s\n", "runner", "tokens", "assign", "active", rw,
+        fprintf(f, "%-9s %-9s %6s %7s %6s %-*s %10s %9s %7s %8s %9s %7s\n", "runner", "routing", "tokens", "assign",
+                "active", rw,
                 "regime", "time_us", "GB/s", "%copy", "TFLOP/s", "denseTF", "%dense");
-    fprintf(f, "%-9s %6d %7d %6d %-*s %10.1f %9.0f %6.1f%% %8.2f %9.1f %6.1f%%\n", w->runner, w->tokens, w->n_assign,
+    fprintf(f, "%-9s %-9s %6d %7d %6d %-*s %10.1f %9.0f %6.1f%% %8.2f %9.1f %6.1f%%\n", w->runner, w->routing, w->tokens,
+            w->n_assign,
             w->active, rw, w->regime, w->us, bw / 1e9, 100 * bw / w->copy_bw, tf / 1e12, w->dense / 1e12,
             100 * tf / w->dense);
 }
@@ -340,6 +419,11 @@ sm_status sm_bench_moe_layer(const sm_bench_moe_opts *o, sm_error *err) {
     if (!dense && !s) s = sm_fail(err, SM_ENOMEM, "bench: dense rates");
     for (int i = 0; !s && i < o->n_tokens; i++) s = dense_rate(&t, lt, o->tokens[i] * K, H, 3 * F, o->iters, &dense[i], err);
 
+    route_bufs rb = {0};
+    float *logits = malloc((size_t)SM_MOE_ROUTED_MAX_ROWS * E * sizeof(float)); /* host */
+    if (!logits && !s) s = sm_fail(err, SM_ENOMEM, "bench: router logits");
+    if (!s) s = route_bufs_alloc(&rb, E, K, H, err);
+
     sm_moe_shape shape = {.num_layers = 1, .num_experts = E, .hidden = H, .ffn = F, .top_k = K, .max_rows = max_tokens};
     bool header = true;
     for (int ri = 0; !s && ri < o->n_runners; ri++) {
@@ -349,7 +433,7 @@ sm_status sm_bench_moe_layer(const sm_bench_moe_opts *o, sm_error *err) {
         uint64_t seed = o->seed * 2654435761u + 1;
         for (int ti = 0; !s && ti < o->n_tokens; ti++) {
             routing rt = {0};
-            s = make_routing(o->tokens[ti], E, K, &seed, &rt, err);
+            s = make_routing(o->tokens[ti], E, K, &seed, &rt, o->tokens[ti] <= SM_MOE_ROUTED_MAX_ROWS ? logits : NULL, err);
             if (!s) s = sm_cuda_check(cudaMemcpy(d_off, rt.offsets, (size_t)(E + 1) * sizeof(int), cudaMemcpyHostToDevice),
                                       err, "bench: offsets");
             if (!s) s = sm_runner_device_reserve(backends[ri], r, rt.n_assign, err);
@@ -373,28 +457,44 @@ sm_status sm_bench_moe_layer(const sm_bench_moe_opts *o, sm_error *err) {
                     continue;
                 }
                 if (is_cuda) s = sm_runner_device_set_regime(backends[ri], r, regimes[gi], err);
-                layer_ctx c = {.b = backends[ri], .r = r,
-                               .batch = {.layer = 0, .n_assign = rt.n_assign, .expert_offsets = d_off,
-                                         .expert_offsets_host = rt.offsets, .x = x, .weight = weight, .y = y}};
-                /* one eager forward first: lazy setup (GEMM plans, kernel attributes) stays out of the graph */
-                if (!s) s = enqueue_layer(&c, t.stream, err);
-                if (!s) s = sm_cuda_check(cudaStreamSynchronize(t.stream), err, "bench: eager forward");
-                cudaGraphExec_t exec = NULL;
-                if (!s) s = capture(&t, enqueue_layer, &c, &exec, err);
-                float ms = 0;
-                if (!s) s = time_graph(&t, exec, o->warmup, o->iters, &ms, err);
-                if (exec) cudaGraphExecDestroy(exec);
-                if (s && is_cuda)
-                    sm_error_prefix(err, "regime %s, %d tokens: ", sm_moe_regime_name(a.regime), o->tokens[ti]);
-                if (!s) {
+                /* decode-sized batches of `cuda` at AUTO are also timed from router logits, as the model
+                 * runs them: a routing launch first, or the routing inside the runner's launches */
+                const bool from_logits = is_cuda && a.regime == SM_MOE_REGIME_AUTO &&
+                                         o->tokens[ti] <= SM_MOE_ROUTED_MAX_ROWS && E <= SM_MOE_ROUTE_MAX_EXPERTS;
+                const sm_moe_route_job job = {.logits = rb.logits, .rows = o->tokens[ti], .top_k = K,
+                                              .renormalize = true, .h = (const sm_bf16_bits *)x, .h_width = H,
+                                              .expert_ids = rb.ids, .expert_offsets = rb.offsets, .weights = rb.weights,
+                                              .sorted_src = rb.sorted_src, .sorted_pos = rb.sorted_pos,
+                                              .sorted_weight = rb.sorted_weight};
+                if (!s && from_logits)
+                    s = sm_cuda_check(cudaMemcpy(rb.logits, logits, (size_t)o->tokens[ti] * E * sizeof(float),
+                                                 cudaMemcpyHostToDevice), err, "bench: router logits");
+                for (int src = ROUTING_GIVEN; !s && src <= (from_logits ? ROUTING_IN_KERNEL : ROUTING_GIVEN); src++) {
+                    layer_ctx c = {.b = backends[ri], .r = r, .num_experts = E, .hidden = H, .xs = rb.xs,
+                                   .batch = {.layer = 0, .n_assign = rt.n_assign, .expert_offsets = d_off,
+                                             .expert_offsets_host = rt.offsets, .x = x, .weight = weight, .y = y}};
+                    if (src != ROUTING_GIVEN) {
+                        c.batch = (sm_moe_device_batch){.layer = 0, .n_assign = rt.n_assign, .expert_offsets = rb.offsets,
+                                                        .x = rb.xs, .weight = rb.sorted_weight, .y = y};
+                        if (src == ROUTING_LAUNCH) c.route = &job;
+                        else if (sm_runner_device_routes(backends[ri], r, &job)) c.batch.route = &job;
+                        else break; /* SPECMOE_MOE_ROUTE=launch */
+                    }
+                    float ms = 0;
+                    s = time_layer(&t, &c, o, &ms, err);
+                    if (!s && src != ROUTING_GIVEN) s = check_routing(rb.offsets, rt.offsets, E, err);
+                    if (s && is_cuda)
+                        sm_error_prefix(err, "regime %s, %d tokens, routing %s: ", sm_moe_regime_name(a.regime),
+                                        o->tokens[ti], routing_names[src]);
+                    if (s) break;
                     /* with --regimes, AUTO rows say so: their kernels equal some forced row's */
                     const bool tag_auto = o->n_regimes > 0 && !o->json && a.regime == SM_MOE_REGIME_AUTO;
                     char regime[48] = "cublaslt";
                     if (is_cuda)
                         snprintf(regime, sizeof regime, "%s%s/%s", tag_auto ? "auto=" : "", sm_moe_regime_name(k_up),
                                  sm_moe_regime_name(k_down));
-                    row w = {.runner = backends[ri]->name, .tokens = o->tokens[ti], .n_assign = rt.n_assign,
-                             .active = rt.active, .regime = regime,
+                    row w = {.runner = backends[ri]->name, .routing = routing_names[src], .tokens = o->tokens[ti],
+                             .n_assign = rt.n_assign, .active = rt.active, .regime = regime,
                              .requested = is_cuda && o->n_regimes > 0 ? sm_moe_regime_name(a.regime) : NULL,
                              .us = ms * 1e3,
                              .bytes = (double)rt.active * 3.0 * H * F * 2.0, .flops = 2.0 * rt.n_assign * 3.0 * H * F,
@@ -410,6 +510,8 @@ sm_status sm_bench_moe_layer(const sm_bench_moe_opts *o, sm_error *err) {
         if (s) sm_error_prefix(err, "runner %s: ", backends[ri]->name);
     }
     free(dense);
+    free(logits);
+    route_bufs_free(&rb);
     free(backends);
     free(regimes);
     if (t.stream) cudaStreamSynchronize(t.stream);
