@@ -9,8 +9,10 @@
 # Stages (each under its own timeout, cut to what is left of BUDGET seconds):
 #   tests    every tests/test_gpu_* binary (SPECMOE_REQUIRE_GPU=1), then the SANITIZERS (default
 #            memcheck racecheck) of compute-sanitizer on the SANITIZE_TESTS (kernel tests)
-#   decode   specmoe bench decode (Qwen3-30B-A3B shape, 48 layers, random weights), graphs and eager
-#   ab       decode A/B in one call: specmoe under each of AB_ENVS (e.g. "- SPECMOE_MOE_DECODE=simt"),
+#   decode   specmoe bench decode (Qwen3-30B-A3B shape, 48 layers, random weights), graphs and eager,
+#            and without the MoE blocks (--leave-out-moe: the rest of the step against its bytes)
+#   ab       decode A/B in one call: specmoe under each of AB_ENVS (e.g. "- SPECMOE_MOE_DECODE=simt";
+#            "A=1,B=2" sets two variables in one arm),
 #            BASE_BIN (another build's specmoe, e.g. the previous commit's) and AB_BINS ("NAME=PATH ...")
 #            when given; AB_BATCHES; AB_ROUNDS rounds, the arms interleaved
 #   prefill  bench decode after PREFILL_TOKENS-token prompts (default 4096): its prefill line, with
@@ -64,7 +66,7 @@ run() {
 run_as() {
   local prefix=$1 limit=$2 setting=$3 envs=()
   shift 3
-  [ "$setting" != - ] && envs=("$setting")
+  [ "$setting" != - ] && IFS=, read -ra envs <<< "$setting" # "A=1,B=2": several variables in one arm
   run "${prefix}_${setting//[^A-Za-z0-9]/_}" "$limit" env "${envs[@]}" "$@"
 }
 has() { case " $STAGES " in *" $1 "*) return 0 ;; esac; return 1; }
@@ -105,6 +107,9 @@ fi
 if has decode; then
   run decode_graphs 200 "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b --batch "$BATCHES" --steps 20 || status=1
   run decode_eager 60 "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b --batch 1 --steps 10 --eager || status=1
+  # the step without its MoE blocks: attention, norms and lm_head against their own bytes
+  run decode_without_moe 60 "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b --batch 1,8,64 --steps 20 \
+    --leave-out-moe || status=1
   for ctx in 160 2048; do # decode over longer contexts: attention's share of the step
     run "decode_context_$ctx" 60 "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b --batch 1,8 --prompt "$ctx" \
       --steps 10 || status=1

@@ -52,7 +52,7 @@ int sm_cmd_bench_decode(int argc, char **argv) {
     int k = 4, top_k = 0;
     double temperature = 0, top_p = 1;
     int seed = 0, prompt = 32, steps = 20, warmup = 3, layers = 0, chunk = 0;
-    bool eager = false, host_logits = false;
+    bool eager = false, host_logits = false, leave_out_moe = false;
     sm_arg args[] = {
         {"preset", SM_ARG_STRING, &preset, "qwen3-30b-a3b (full 48 layers, random weights)"},
         {"model", SM_ARG_STRING, &model, "checkpoint directory (instead of --preset)"},
@@ -67,6 +67,9 @@ int sm_cmd_bench_decode(int argc, char **argv) {
         {"eager", SM_ARG_FLAG, &eager, "no CUDA graphs"},
         {"host-logits", SM_ARG_FLAG, &host_logits,
          "copy every row's logits to the host each step (default: greedy ids sampled on the device, fed back)"},
+        {"leave-out-moe", SM_ARG_FLAG, &leave_out_moe,
+         "time the steps without their MoE blocks: the rest of the step (attention, norms, lm_head) against the "
+         "bytes of its own weights; outputs are not the model's"},
         {"chunked-prefill-size", SM_ARG_INT, &chunk, "rows per forward pass; longer prompts run in pieces (default 4096)"},
         {"speculative-algorithm", SM_ARG_STRING, &drafter, "also decode speculatively: model | ngram | self (first half of the layers)"},
         {"speculative-draft-model-path", SM_ARG_STRING, &draft_dir, "draft checkpoint for --speculative-algorithm model"},
@@ -96,6 +99,11 @@ int sm_cmd_bench_decode(int argc, char **argv) {
     }
     if (drafter && strcmp(drafter, "model") && strcmp(drafter, "ngram") && strcmp(drafter, "self")) {
         fprintf(stderr, "specmoe bench decode: --speculative-algorithm is model, ngram or self, not '%s'\n", drafter);
+        free(batches);
+        return 2;
+    }
+    if (leave_out_moe && drafter) {
+        fprintf(stderr, "specmoe bench decode: --leave-out-moe times plain decode steps; drop --speculative-algorithm\n");
         free(batches);
         return 2;
     }
@@ -141,7 +149,7 @@ int sm_cmd_bench_decode(int argc, char **argv) {
                               .random_weights = preset ? !weights || !strcmp(weights, "random") : weights && !strcmp(weights, "random"),
                               .seed = (uint64_t)seed, .runner = runner, .batches = batches, .n_batches = n_batches,
                               .prompt = prompt, .steps = steps, .warmup = warmup, .eager = eager,
-                              .host_logits = host_logits,
+                              .host_logits = host_logits, .leave_out_moe = leave_out_moe,
                               .chunked_prefill_size = chunk,
                               .drafter = drafter, .num_speculative_tokens = k, .draft_dir = draft_dir,
                               .draft_runner = draft_runner, .temperature = (float)temperature, .top_p = (float)top_p,
@@ -153,6 +161,7 @@ int sm_cmd_bench_decode(int argc, char **argv) {
     (void)model_dir;
     (void)eager;
     (void)host_logits;
+    (void)leave_out_moe;
     (void)draft_dir;
     (void)draft_runner;
     fprintf(stderr, "specmoe bench decode: this build has no CUDA (configure with -DSPECMOE_CUDA=ON)\n");

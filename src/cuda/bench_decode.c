@@ -45,13 +45,15 @@ static sm_status copy_bandwidth(double *bytes_per_s, sm_error *err) {
     return s;
 }
 
-static double step_bytes(const sm_model_config *c, int batch) {
+/* with_moe false: the step without its MoE blocks (routers and experts; --leave-out-moe). */
+static double step_bytes(const sm_model_config *c, int batch, bool with_moe) {
     double H = c->hidden_size, qd = (double)c->num_heads * c->head_dim, kvd = (double)c->num_kv_heads * c->head_dim;
     double b = (double)c->vocab_size * H * 2 + H * 2; /* lm_head, final norm (one embedding row per token is noise) */
     for (int l = 0; l < c->num_layers; l++) {
         b += ((qd + 2 * kvd) * H + H * qd + 2 * H) * 2;
         if (c->qk_norm == SM_QK_NORM_PER_HEAD) b += 4.0 * c->head_dim;
         bool moe = c->layer_is_moe && c->layer_is_moe[l];
+        if (moe && !with_moe) continue;
         if (!moe) {
             b += 3.0 * c->intermediate_size * H * 2;
             continue;
@@ -159,7 +161,8 @@ sm_status sm_bench_decode(const sm_bench_decode_opts *o, sm_error *err) {
     int context = o->prompt + (o->warmup + o->steps + 2) * (k + 1) + 8;
     sm_model_opts mo = {.device = "cuda", .random_weights = o->random_weights, .seed = o->seed,
                         .moe_runner_backend = o->runner, .max_seqs = max_batch, .max_context = context,
-                        .eager = o->eager, .chunked_prefill_size = o->chunked_prefill_size};
+                        .eager = o->eager, .chunked_prefill_size = o->chunked_prefill_size,
+                        .leave_out_moe = o->leave_out_moe};
     sm_model *m = NULL;
     double t_load = now_s();
     SM_TRY(sm_model_load(o->model_dir, &mo, &m, err));
@@ -174,6 +177,9 @@ sm_status sm_bench_decode(const sm_bench_decode_opts *o, sm_error *err) {
     fprintf(o->out, "# copy bandwidth %.0f GB/s (D2D, read+write); load %.1f s; prompt %d tokens per sequence; "
             "median of %d steps after %d warm-up; %s\n", copy_bw / 1e9, t_load, o->prompt, o->steps, o->warmup,
             o->host_logits ? "every row's logits copied to the host" : "greedy ids sampled on the device and fed back");
+    if (o->leave_out_moe)
+        fprintf(o->out, "# MoE blocks LEFT OUT (outputs not the model's): the rest of the step (attention, norms, "
+                        "lm_head) against the bytes of its own weights\n");
     fprintf(o->out, "%6s %10s %12s %10s %12s %10s\n", "batch", "ms/step", "tokens/s", "GB/step", "roofline ms", "of roofline");
     float *logits = NULL;
     sm_row *rows = NULL;
@@ -217,7 +223,7 @@ sm_status sm_bench_decode(const sm_bench_decode_opts *o, sm_error *err) {
         }
         if (s) break;
         qsort(times, (size_t)o->steps, sizeof *times, cmp_double);
-        double med = times[o->steps / 2], bytes = step_bytes(c, B), roof = bytes / copy_bw;
+        double med = times[o->steps / 2], bytes = step_bytes(c, B, !o->leave_out_moe), roof = bytes / copy_bw;
         fprintf(o->out, "%6d %10.3f %12.1f %10.2f %12.3f %9.0f%%\n", B, med * 1e3, B / med, bytes / 1e9, roof * 1e3,
                 100.0 * roof / med);
     }

@@ -22,6 +22,8 @@ typedef struct sm_bench_decode_opts {
     int steps, warmup;            /* timed / untimed decode steps per batch size */
     bool eager;                   /* no CUDA graphs */
     int chunked_prefill_size;     /* rows per forward pass (0: the model's default, 4096) */
+    bool leave_out_moe;           /* time the steps without their MoE blocks (sm_model_opts.leave_out_moe):
+                                     the rest of the step against the bytes of its own weights */
     bool host_logits;             /* steps copy every row's logits to the host, instead of sampling
                                      greedily on the device and feeding the ids back (as a serving
                                      engine's step does) */

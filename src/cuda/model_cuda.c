@@ -59,6 +59,7 @@ struct sm_model_dev {
     dev_weights *w;
     int max_seqs, max_context;
     bool eager;               /* never capture graphs */
+    bool leave_out_moe;       /* sm_model_opts.leave_out_moe: steps skip every MoE block */
     cudaStream_t stream;
     sm_gemm_lt *gemm;
     void *kv, *ws;
@@ -172,6 +173,7 @@ static sm_status instance_create(dev_weights *w, const sm_model_opts *opts, int 
     m->max_seqs = max_seqs;
     m->max_context = max_context;
     m->eager = opts && opts->eager;
+    m->leave_out_moe = opts && opts->leave_out_moe;
     const sm_model_config *c = w->cfg;
     size_t kv_bytes = sm_cuda_model_kv_bytes(c, max_seqs, max_context), ws_bytes = ws_layout(m, NULL);
     if (check_fit) {
@@ -396,6 +398,7 @@ static sm_status step_body(sm_model_dev *m, const step *st, sm_error *err) {
         int next = l + 1;
         while (next < c->num_layers && s.skip && s.skip[next]) next++;
         SM_TRY(attention(m, l, &s, err));
+        if (w->layers[l].is_moe && m->leave_out_moe) continue; /* the next layer's GEMV normalises x itself */
         if (w->layers[l].is_moe) { /* normalises x itself (fused into the router GEMV where it can) */
             SM_TRY(moe(m, l, &s, next < c->num_layers ? w->layers[next].attn_norm : NULL, err));
         } else {

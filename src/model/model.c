@@ -299,6 +299,8 @@ sm_status sm_model_load(const char *dir, const sm_model_opts *opts, sm_model **o
     }
     if (opts->random_weights)
         return sm_fail(err, SM_EUNSUPPORTED, "%s: random weights need device 'cuda' (the CPU model reads the checkpoint)", dir);
+    if (opts->leave_out_moe)
+        return sm_fail(err, SM_EUNSUPPORTED, "%s: leaving the MoE blocks out is a benchmark of device 'cuda'", dir);
     model_weights *w;
     SM_TRY(weights_load(dir, opts, &w, err));
     sm_status s = instance_create(w, opts, out, err);

@@ -32,6 +32,10 @@ typedef struct sm_model_opts {
                                        the MoE experts' weights fewer times per prompt and cost
                                        workspace (activations of every row). Fixed when the
                                        weights load. */
+    bool leave_out_moe;             /* cuda, for benchmarks only: every MoE block is left out of the
+                                       steps (its residual passes through), so a step times the
+                                       rest of the model (attention, norms, lm_head); the outputs
+                                       are NOT the model's */
 } sm_model_opts;
 
 /* One row of a forward batch. Rows of the same sequence must have consecutive positions

@@ -62,5 +62,10 @@ int main(void) {
     l = logits_with(CKPT "qwen3_moe_hub", "int3", &vocab, &err);
     CHECK(!l && strstr(err.msg, "'int3'"), "unknown dtype message: %s", err.msg);
     free(l);
+    /* leaving the MoE blocks out is a GPU benchmark: the CPU model refuses it, naming the model */
+    sm_model *m = NULL;
+    sm_status st = sm_model_load(CKPT "qwen3_moe_hub", &(sm_model_opts){.leave_out_moe = true}, &m, &err);
+    CHECK(st == SM_EUNSUPPORTED && !m && strstr(err.msg, "qwen3_moe_hub") && strstr(err.msg, "MoE"),
+          "leave_out_moe on the CPU must be refused (got %s: %s)", sm_status_name(st), err.msg);
     TEST_MAIN_END
 }
