@@ -38,16 +38,32 @@ struct gate_up_routing {
 };
 constexpr int ROUTED_V = SM_MOE_ROUTED_MAX_EXPERTS / 32; /* logits a lane holds while routing */
 
-template <int T, bool GATED, int COLS, int U, bool ROUTED>
+/* Where a decode launch learns its batch's experts: the expert offsets after its PDL wait; the
+ * offsets BEFORE the wait (the down projection right after a plain decode gate_up: see below);
+ * or the router logits, gate_up routing the batch itself (sm_moe_route_job). */
+enum dec_source { DEC_OFFSETS, DEC_EARLY_OFFSETS, DEC_ROUTED };
+
+template <int T, bool GATED, int COLS, int U, int SRC>
 __global__ void __launch_bounds__(DEC_WARPS * 32)
     moe_decode_kernel(const __nv_bfloat16 *__restrict__ in, const __nv_bfloat16 *__restrict__ w,
                       const float *__restrict__ weight, __nv_bfloat16 *__restrict__ out,
                       const int *__restrict__ offsets, int num_experts, int K, int N, gate_up_routing rt) {
     constexpr int NL = GATED ? 2 : COLS;   /* weight rows per warp */
+    constexpr bool ROUTED = SRC == DEC_ROUTED, EARLY_DOWN = SRC == DEC_EARLY_OFFSETS;
     /* U: 16-byte vectors per lane and row in one pass */
-    sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
-    sm_pdl_wait();
-    extern __shared__ uint4 tok[]; /* [T][K/8], then (ROUTED) the block's routing */
+    /* PDL (kernel_common.cuh), with one exception: the down projection after a plain gate_up finds
+     * its expert from the offsets and requests its weights BEFORE its own wait. That is safe
+     * because the plain gate_up signals its dependents only after its own wait, so down starts
+     * only once the offsets' writer (gate_up's predecessor, the routing launch) has completed;
+     * down reads them through L2 (__ldcg). */
+    if (GATED && !ROUTED) {
+        sm_pdl_wait();
+        sm_pdl_trigger();
+    } else {
+        sm_pdl_trigger();
+        if (!EARLY_DOWN) sm_pdl_wait();
+    }
+    extern __shared__ uint4 tok[]; /* [T][K/8], then the block's routing (ROUTED) or offsets (EARLY) */
     const int *src_of = nullptr;   /* ROUTED: the assignment at each sorted position */
     const int *tile_offsets = offsets;
     if (ROUTED) { /* every CTA routes the batch itself; CTA (0, 0) also writes it out */
@@ -56,6 +72,11 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
                                         blockIdx.x == 0 && blockIdx.y == 0, rt.out);
         src_of = sr.src;
         tile_offsets = sr.off;
+    } else if (EARLY_DOWN) { /* the offsets through L2 into shared memory, in one round trip */
+        int *off = reinterpret_cast<int *>(tok + (size_t)T * (K / 8));
+        for (int e = threadIdx.x; e <= num_experts; e += blockDim.x) off[e] = __ldcg(offsets + e);
+        __syncthreads();
+        tile_offsets = off;
     }
     const tile_ref pos = sm_moe_mma::expert_of_slot(tile_offsets, num_experts, blockIdx.y);
     const int e = pos.expert;
@@ -86,6 +107,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
     };
     bool first_pass_loaded = col0 < N;
     if (first_pass_loaded) load_pass(0);
+    if (EARLY_DOWN) sm_pdl_wait(); /* gate_up's act from here on */
     for (int t0 = 0; t0 < rows; t0 += T) {
         const int nt = min(T, rows - t0);
         const uint4 *src = reinterpret_cast<const uint4 *>(in + (size_t)(row0 + t0) * K);
@@ -100,11 +122,14 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
         }
         __syncthreads();
         if (col0 < N) {
-            float acc[NL][T];
+            float acc[NL][T], scale[T];
 #pragma unroll
             for (int j = 0; j < NL; j++)
 #pragma unroll
                 for (int t = 0; t < T; t++) acc[j][t] = 0.0f;
+            /* down: the routing weights requested now, not an L2 round trip after the sums */
+#pragma unroll
+            for (int t = 0; t < T; t++) scale[t] = !GATED && t < nt ? weight[row0 + t0 + t] : 0.0f;
             for (int c0 = 0; c0 < K8; c0 += 32 * U) {
                 if (!first_pass_loaded) load_pass(c0);
                 first_pass_loaded = false;
@@ -140,7 +165,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
                         for (int j = 0; j < NL; j++) {
                             const float a = sm_warp_sum(acc[j][t]);
                             if (lane == (t * NL + j) % 32 && live[j])
-                                out[(size_t)r * N + col0 + j] = __float2bfloat16_rn(a * weight[r]);
+                                out[(size_t)r * N + col0 + j] = __float2bfloat16_rn(a * scale[t]);
                         }
                     }
                 }
@@ -345,11 +370,14 @@ sm_moe_regime pick(const sm_moe_grouped_args *a, int K, int N) {
     return SM_MOE_REGIME_PREFILL;
 }
 
-template <int T, bool GATED, int COLS, int U = 4, bool ROUTED = false>
+template <int T, bool GATED, int COLS, int U, int SRC>
 cudaError_t launch_decode_c(cudaStream_t s, const sm_moe_grouped_args *a, const void *in, const void *w,
                             const float *weight, void *out, int K, int N, const gate_up_routing &rt) {
-    const size_t smem = (size_t)T * K * 2 + (ROUTED ? sm_route::smem_bytes(rt.rows, a->num_experts, rt.top_k) : 0);
-    auto kernel = moe_decode_kernel<T, GATED, COLS, U, ROUTED>;
+    const size_t smem = (size_t)T * K * 2 +
+                        (SRC == DEC_ROUTED          ? sm_route::smem_bytes(rt.rows, a->num_experts, rt.top_k)
+                         : SRC == DEC_EARLY_OFFSETS ? (size_t)(a->num_experts + 1) * sizeof(int)
+                                                    : 0);
+    auto kernel = moe_decode_kernel<T, GATED, COLS, U, SRC>;
     if (smem > 48 * 1024) {
         cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e != cudaSuccess) return e;
@@ -362,26 +390,38 @@ cudaError_t launch_decode_c(cudaStream_t s, const sm_moe_grouped_args *a, const 
     return cudaSuccess;
 }
 
+/* A down projection's columns per warp and vectors per pass, for either source of its experts. */
+template <int T, int COLS, int U = 4>
+cudaError_t launch_down(cudaStream_t s, const sm_moe_grouped_args *a, const void *in, const void *w,
+                        const float *weight, void *out, int K, int N, bool early_offsets) {
+    if (early_offsets) return launch_decode_c<T, false, COLS, U, DEC_EARLY_OFFSETS>(s, a, in, w, weight, out, K, N, {});
+    return launch_decode_c<T, false, COLS, U, DEC_OFFSETS>(s, a, in, w, weight, out, K, N, {});
+}
+
 /* Down projections with short rows take four columns per warp (see the kernel's comment); rows
  * of at most 768 (96 vectors: three a lane) in passes of three vectors, whose registers fit three
- * CTAs an SM instead of two. rt.logits set: gate_up routing the batch itself. */
+ * CTAs an SM instead of two. rt.logits set: gate_up routing the batch itself; early_offsets: the
+ * down projection right after a plain decode gate_up, reading the offsets before its wait. */
 template <int T, bool GATED>
 cudaError_t launch_decode_t(cudaStream_t s, const sm_moe_grouped_args *a, const void *in, const void *w,
-                            const float *weight, void *out, int K, int N, const gate_up_routing &rt) {
-    if (!GATED && K <= 768) return launch_decode_c<T, false, 4, 3>(s, a, in, w, weight, out, K, N, rt);
-    if (!GATED && K <= 1024) return launch_decode_c<T, false, 4>(s, a, in, w, weight, out, K, N, rt);
-    if (GATED && rt.logits) return launch_decode_c<T, true, 1, 4, true>(s, a, in, w, weight, out, K, N, rt);
-    return launch_decode_c<T, GATED, 1>(s, a, in, w, weight, out, K, N, rt);
+                            const float *weight, void *out, int K, int N, const gate_up_routing &rt,
+                            bool early_offsets) {
+    if (!GATED && K <= 768) return launch_down<T, 4, 3>(s, a, in, w, weight, out, K, N, early_offsets);
+    if (!GATED && K <= 1024) return launch_down<T, 4>(s, a, in, w, weight, out, K, N, early_offsets);
+    if (!GATED) return launch_down<T, 1>(s, a, in, w, weight, out, K, N, early_offsets);
+    if (rt.logits) return launch_decode_c<T, true, 1, 4, DEC_ROUTED>(s, a, in, w, weight, out, K, N, rt);
+    return launch_decode_c<T, true, 1, 4, DEC_OFFSETS>(s, a, in, w, weight, out, K, N, rt);
 }
 
 template <bool GATED>
 cudaError_t launch_decode(cudaStream_t s, const sm_moe_grouped_args *a, const void *in, const void *w,
-                          const float *weight, void *out, int K, int N, const gate_up_routing &rt = {}) {
+                          const float *weight, void *out, int K, int N, const gate_up_routing &rt = {},
+                          bool early_offsets = false) {
     switch (decode_tile(a, K)) {
-    case 1: return launch_decode_t<1, GATED>(s, a, in, w, weight, out, K, N, rt);
-    case 2: return launch_decode_t<2, GATED>(s, a, in, w, weight, out, K, N, rt);
-    case 4: return launch_decode_t<4, GATED>(s, a, in, w, weight, out, K, N, rt);
-    default: return launch_decode_t<8, GATED>(s, a, in, w, weight, out, K, N, rt);
+    case 1: return launch_decode_t<1, GATED>(s, a, in, w, weight, out, K, N, rt, early_offsets);
+    case 2: return launch_decode_t<2, GATED>(s, a, in, w, weight, out, K, N, rt, early_offsets);
+    case 4: return launch_decode_t<4, GATED>(s, a, in, w, weight, out, K, N, rt, early_offsets);
+    default: return launch_decode_t<8, GATED>(s, a, in, w, weight, out, K, N, rt, early_offsets);
     }
 }
 
@@ -468,11 +508,13 @@ extern "C" unsigned sm_moe_auto_allow_from_env(void) {
     /* The mma kernels are on (validated on an H100: every regime against the CPU twin, the
      * runners and whole models, compute-sanitizer clean), and prefill-wgmma before prefill-mma;
      * SPECMOE_MOE_DECODE=simt, SPECMOE_MOE_PREFILL=mma (no wgmma) or =wmma (neither) keep AUTO to
-     * the older kernels, for A/B runs. */
+     * the older kernels, SPECMOE_MOE_DOWN=late the chained down projection to its wait, for A/B runs. */
     const char *d = getenv("SPECMOE_MOE_DECODE"), *p = getenv("SPECMOE_MOE_PREFILL"), *r = getenv("SPECMOE_MOE_ROUTE");
+    const char *dn = getenv("SPECMOE_MOE_DOWN");
     const bool wmma_only = p && !strcmp(p, "wmma"), no_wgmma = wmma_only || (p && !strcmp(p, "mma"));
     return (d && !strcmp(d, "simt") ? 0u : (unsigned)SM_MOE_ALLOW_DECODE_MMA) |
            (r && !strcmp(r, "launch") ? 0u : (unsigned)SM_MOE_ALLOW_GATE_UP_ROUTING) |
+           (dn && !strcmp(dn, "late") ? 0u : (unsigned)SM_MOE_ALLOW_EARLY_DOWN) |
            (wmma_only ? 0u : (unsigned)SM_MOE_ALLOW_PREFILL_MMA) | (no_wgmma ? 0u : (unsigned)SM_MOE_ALLOW_PREFILL_WGMMA);
 }
 
@@ -510,6 +552,19 @@ extern "C" sm_status sm_cuda_moe_gate_up_routed(cudaStream_t stream, const sm_mo
                                                       j->sorted_src, j->sorted_pos, j->sorted_weight}};
     cudaError_t e = launch_decode<true>(stream, a, j->h, w_gate_up, nullptr, act, a->hidden, a->ffn, rt);
     return finish("moe_gate_up_routed", e, err);
+}
+
+extern "C" sm_status sm_cuda_moe_down_chained(cudaStream_t stream, const sm_moe_grouped_args *a,
+                                              const sm_bf16_bits *act, const sm_bf16_bits *w_down, const float *weight,
+                                              sm_bf16_bits *y, sm_error *err) {
+    const bool early = a && (a->auto_allow & SM_MOE_ALLOW_EARLY_DOWN) && a->n_assign > 0 &&
+                       pick(a, a->hidden, a->ffn) == SM_MOE_REGIME_DECODE &&
+                       pick(a, a->ffn, a->hidden) == SM_MOE_REGIME_DECODE;
+    if (!early) return sm_cuda_moe_down(stream, a, act, w_down, weight, y, err);
+    SM_TRY(check_args("moe_down_chained", a, act, w_down, y, err));
+    if (!weight) return sm_fail(err, SM_EINVAL, "moe_down_chained: NULL routing weights");
+    cudaError_t e = launch_decode<false>(stream, a, act, w_down, weight, y, a->ffn, a->hidden, {}, true);
+    return finish("moe_down_chained", e, err);
 }
 
 extern "C" sm_status sm_cuda_moe_down(cudaStream_t stream, const sm_moe_grouped_args *a, const sm_bf16_bits *act,

@@ -48,13 +48,15 @@ typedef enum sm_moe_regime {
     SM_MOE_REGIME_COUNT
 } sm_moe_regime;
 
-/* Bits of sm_moe_grouped_args.auto_allow: new kernels AUTO may choose, and whether the decode
- * gate_up may route the batch itself (sm_cuda_moe_gate_up_routed). */
+/* Bits of sm_moe_grouped_args.auto_allow: new kernels AUTO may choose, whether the decode
+ * gate_up may route the batch itself (sm_cuda_moe_gate_up_routed), and whether the chained down
+ * projection finds its experts before its wait (sm_cuda_moe_down_chained). */
 enum {
     SM_MOE_ALLOW_DECODE_MMA = 1u << 0,
     SM_MOE_ALLOW_PREFILL_MMA = 1u << 1,
     SM_MOE_ALLOW_PREFILL_WGMMA = 1u << 2,
-    SM_MOE_ALLOW_GATE_UP_ROUTING = 1u << 3
+    SM_MOE_ALLOW_GATE_UP_ROUTING = 1u << 3,
+    SM_MOE_ALLOW_EARLY_DOWN = 1u << 4
 };
 
 typedef struct sm_moe_grouped_args {
@@ -77,9 +79,10 @@ const char *sm_moe_regime_name(sm_moe_regime r);
 int sm_moe_regime_parse(const char *name);
 
 /* auto_allow from the environment, read once by whoever owns the launches (the `cuda` runner
- * at create): both mma kernels and gate_up routing allowed; SPECMOE_MOE_DECODE=simt or
- * SPECMOE_MOE_PREFILL=wmma leaves a kernel out, SPECMOE_MOE_ROUTE=launch keeps the routing in
- * its own launch (A/B against the older paths). */
+ * at create): both mma kernels, gate_up routing and the early chained down allowed;
+ * SPECMOE_MOE_DECODE=simt or SPECMOE_MOE_PREFILL=wmma leaves a kernel out, SPECMOE_MOE_ROUTE=launch
+ * keeps the routing in its own launch, SPECMOE_MOE_DOWN=late makes sm_cuda_moe_down_chained wait
+ * before finding its experts (A/B against the older paths). */
 unsigned sm_moe_auto_allow_from_env(void);
 
 sm_status sm_cuda_moe_gate_up(cudaStream_t stream, const sm_moe_grouped_args *a, const sm_bf16_bits *x,
@@ -118,6 +121,16 @@ sm_status sm_cuda_moe_gate_up_routed(cudaStream_t stream, const sm_moe_grouped_a
 /* weight: device [n_assign] routing weights, multiplied into y. */
 sm_status sm_cuda_moe_down(cudaStream_t stream, const sm_moe_grouped_args *a, const sm_bf16_bits *act,
                            const sm_bf16_bits *w_down, const float *weight, sm_bf16_bits *y, sm_error *err);
+
+/* sm_cuda_moe_down launched on the same stream right after sm_cuda_moe_gate_up with the same
+ * args (not after sm_cuda_moe_gate_up_routed, which writes the offsets itself). Where both
+ * projections run the decode regime (and SM_MOE_ALLOW_EARLY_DOWN is in auto_allow), every CTA
+ * reads the expert offsets, finds its expert and requests its first weights BEFORE waiting for
+ * gate_up (programmatic dependent launch): the decode gate_up lets its dependents start only
+ * after its own wait, when the offsets' writer has completed. Otherwise it is sm_cuda_moe_down.
+ * y is bit for bit sm_cuda_moe_down's. */
+sm_status sm_cuda_moe_down_chained(cudaStream_t stream, const sm_moe_grouped_args *a, const sm_bf16_bits *act,
+                                   const sm_bf16_bits *w_down, const float *weight, sm_bf16_bits *y, sm_error *err);
 
 #ifdef __cplusplus
 }

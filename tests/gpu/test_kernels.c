@@ -178,6 +178,20 @@ static void moe_batch_check(moe_batch *b, const float *wd, const void *d_wgu, co
     CHECK_OK(sm_cuda_moe_down(0, &args, b->d_act, d_wd, b->d_w, b->d_y, &err), &err);
     gpu_test_cuda(cudaDeviceSynchronize(), "moe_down");
     gpu_test_download_bf16(b->y, b->d_y, n, H, H);
+    /* gate_up then the chained down, back to back as the runner launches them (where both run the
+     * decode regime the down finds its experts before its PDL wait): the same bits as moe_down */
+    sm_moe_grouped_args chained = args;
+    chained.auto_allow |= SM_MOE_ALLOW_EARLY_DOWN;
+    float *y_chained = malloc(sizeof(float) * (size_t)n * H);
+    gpu_test_poison(b->d_act, (size_t)n * F * 2);
+    gpu_test_poison(b->d_y, (size_t)n * H * 2);
+    CHECK_OK(sm_cuda_moe_gate_up(0, &chained, b->d_x, d_wgu, b->d_act, &err), &err);
+    CHECK_OK(sm_cuda_moe_down_chained(0, &chained, b->d_act, d_wd, b->d_w, b->d_y, &err), &err);
+    gpu_test_cuda(cudaDeviceSynchronize(), "moe_gate_up + moe_down_chained");
+    gpu_test_download_bf16(y_chained, b->d_y, n, H, H);
+    CHECK(!memcmp(y_chained, b->y, sizeof(float) * (size_t)n * H),
+          "down_chained H=%d F=%d E=%d n=%d %s regime %s: differs from moe_down", H, F, b->E, n, what, label);
+    free(y_chained);
     double e_act = test_rel_l2(b->act, b->act_ref, (size_t)n * F), e_y = test_rel_l2(b->y, b->y_ref, (size_t)n * H);
     CHECK(e_act < BF16_TOL, "gate_up H=%d F=%d E=%d n=%d %s regime %s: rel err %.3g", H, F, b->E, n, what, label, e_act);
     CHECK(e_y < BF16_TOL, "down H=%d F=%d E=%d n=%d %s regime %s: rel err %.3g", H, F, b->E, n, what, label, e_y);
@@ -213,6 +227,8 @@ static void test_moe_grouped(void) {
                                     .regime = regime_cases[ri].regime, .auto_allow = regime_cases[ri].allow};
         CHECK_OK(sm_cuda_moe_gate_up(0, &none, NULL, NULL, NULL, &err), &err);
         CHECK_OK(sm_cuda_moe_down(0, &none, NULL, NULL, NULL, NULL, &err), &err);
+        none.auto_allow |= SM_MOE_ALLOW_EARLY_DOWN;
+        CHECK_OK(sm_cuda_moe_down_chained(0, &none, NULL, NULL, NULL, NULL, &err), &err);
     }
     gpu_test_cuda(cudaDeviceSynchronize(), "moe with no assignments");
     /* Bad arguments are errors with a message, not crashes. */
