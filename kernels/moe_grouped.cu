@@ -122,14 +122,11 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
         }
         __syncthreads();
         if (col0 < N) {
-            float acc[NL][T], scale[T];
+            float acc[NL][T];
 #pragma unroll
             for (int j = 0; j < NL; j++)
 #pragma unroll
                 for (int t = 0; t < T; t++) acc[j][t] = 0.0f;
-            /* down: the routing weights requested now, not an L2 round trip after the sums */
-#pragma unroll
-            for (int t = 0; t < T; t++) scale[t] = !GATED && t < nt ? weight[row0 + t0 + t] : 0.0f;
             for (int c0 = 0; c0 < K8; c0 += 32 * U) {
                 if (!first_pass_loaded) load_pass(c0);
                 first_pass_loaded = false;
@@ -165,7 +162,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
                         for (int j = 0; j < NL; j++) {
                             const float a = sm_warp_sum(acc[j][t]);
                             if (lane == (t * NL + j) % 32 && live[j])
-                                out[(size_t)r * N + col0 + j] = __float2bfloat16_rn(a * scale[t]);
+                                out[(size_t)r * N + col0 + j] = __float2bfloat16_rn(a * weight[r]);
                         }
                     }
                 }

@@ -44,6 +44,8 @@
  * and the softmax weights to BF16); shorter prompts cost little either way. */
 #define PROMPT_RUN_MIN_ROWS 128
 #define GRAPH_SLOTS 64
+/* rows up to which the RMSNorm goes inside the GEMV after it (see instance_create) */
+#define NORM_GEMV_MAX_ROWS 4
 
 typedef struct step_graph {
     int n_rows, n_logits;
@@ -60,6 +62,7 @@ struct sm_model_dev {
     int max_seqs, max_context;
     bool eager;               /* never capture graphs */
     bool leave_out_moe;       /* sm_model_opts.leave_out_moe: steps skip every MoE block */
+    int norm_gemv_max_rows;   /* RMSNorm fused into the GEMV after it up to this many rows (norm_in_gemv) */
     cudaStream_t stream;
     sm_gemm_lt *gemm;
     void *kv, *ws;
@@ -174,6 +177,13 @@ static sm_status instance_create(dev_weights *w, const sm_model_opts *opts, int 
     m->max_context = max_context;
     m->eager = opts && opts->eager;
     m->leave_out_moe = opts && opts->leave_out_moe;
+    /* Every CTA of a norm-in GEMV recomputes the norm of all rows from the fp32 residual: up to
+     * four rows that costs less than the launch it saves, at eight far more (H100, Qwen3-30B
+     * shape: q|k|v 41 us against 14 at one row; decode step b2 4.78 ms fused against 4.90, b4
+     * 7.64 against 7.69, b8 12.92 against 12.49). SPECMOE_NORM_GEMV_MAX_ROWS overrides the limit
+     * (A/B). */
+    const char *norm_rows = getenv("SPECMOE_NORM_GEMV_MAX_ROWS");
+    m->norm_gemv_max_rows = norm_rows ? atoi(norm_rows) : NORM_GEMV_MAX_ROWS;
     const sm_model_config *c = w->cfg;
     size_t kv_bytes = sm_cuda_model_kv_bytes(c, max_seqs, max_context), ws_bytes = ws_layout(m, NULL);
     if (check_fit) {
@@ -253,6 +263,11 @@ typedef struct step {
 /* y = x · wᵀ (+ beta · y): decode-sized row counts through our weight-streaming GEMV (cuBLASLt's
  * tiles reached 55% of copy bandwidth on the q|k|v projection at one row on an H200, 2026-11-23),
  * everything larger through cuBLASLt. */
+/* Whether the RMSNorm in front of a projection of `rows` rows goes inside its GEMV. */
+static bool norm_in_gemv(const sm_model_dev *m, int rows, int n, int k, const sm_bf16_bits *w) {
+    return rows <= m->norm_gemv_max_rows && sm_cuda_gemv_norm_fits(rows, n, k, w);
+}
+
 static sm_status proj(sm_model_dev *m, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32, float beta,
                       int rows, int n, int k, sm_error *err) {
     if (sm_cuda_gemv_fits(rows, n, k, x, w)) return sm_cuda_gemv_xwt(m->stream, x, w, y, y_f32, beta, rows, n, k, err);
@@ -277,7 +292,7 @@ static sm_status moe(sm_model_dev *m, int l, step *st, const sm_bf16_bits *next_
     cudaStream_t s = m->stream;
     int n = st->n, k = st->top_k, E = c->num_experts, H = c->hidden_size, hp = sm_moe_device_stride(H);
     int n_assign = n * k;
-    if (sm_cuda_gemv_norm_fits(n, E, H, L->router)) { /* the norm inside the router GEMV, which also writes h */
+    if (norm_in_gemv(m, n, E, H, L->router)) { /* the norm inside the router GEMV, which also writes h */
         SM_TRY(sm_cuda_gemv_norm_xwt(s, m->x, L->mlp_norm, c->rms_norm_eps, m->h, L->router, m->router_logits, true, 0.0f,
                                      n, E, H, err));
     } else {
@@ -344,7 +359,7 @@ static sm_status attention(sm_model_dev *m, int l, step *st, sm_error *err) {
     const int *seq = m->d_rows + m->w->chunk_rows, *pos = m->d_rows + 2 * m->w->chunk_rows;
     float *q = m->qkv, *k = q + qd, *v = k + kvd;
     float eps = c->rms_norm_eps;
-    if (!st->h_ready && sm_cuda_gemv_norm_fits(n, stride, H, L->qkv)) { /* the norm inside the GEMV */
+    if (!st->h_ready && norm_in_gemv(m, n, stride, H, L->qkv)) { /* the norm inside the GEMV */
         SM_TRY(sm_cuda_gemv_norm_xwt(s, m->x, L->attn_norm, eps, NULL, L->qkv, m->qkv, true, 0.0f, n, stride, H, err));
     } else {
         if (!st->h_ready) SM_TRY(sm_cuda_rmsnorm_f32(s, m->x, NULL, L->attn_norm, NULL, m->h, n, H, eps, err));

@@ -60,9 +60,8 @@ static sm_moe_grouped_args grouped_args(const sm_runner *r, int n_assign, const 
 
 /* Routing inside gate_up saves the routing launch but leaves down waiting for gate_up before it
  * learns its experts (gate_up writes them), while after the routing launch down starts early. On
- * an H100 (Qwen3-30B shape, 48 layers) one row gained more from the early down (3.15 ms a step
- * against 3.25 routed in gate_up) and 2-4 rows from the launch saved (4.79 / 7.68 ms against
- * 4.90 / 7.75), hence from two rows. */
+ * an H100 (Qwen3-30B shape, 48 layers) one row gains more from the early down (3.19 ms a step
+ * against 3.24 routed in gate_up); at 2-4 rows the two tie (4.79 / 7.64 ms either way). */
 #define CUDA_ROUTE_MIN_ROWS 2
 
 static bool cuda_routes(sm_runner *r, const sm_moe_route_job *job) {
