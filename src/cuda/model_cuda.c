@@ -413,7 +413,7 @@ static sm_status step_body(sm_model_dev *m, const step *st, sm_error *err) {
         int next = l + 1;
         while (next < c->num_layers && s.skip && s.skip[next]) next++;
         SM_TRY(attention(m, l, &s, err));
-        if (w->layers[l].is_moe && m->leave_out_moe) continue; /* the next layer's GEMV normalises x itself */
+        if (w->layers[l].is_moe && m->leave_out_moe) continue; /* h not ready: the next attention normalises x */
         if (w->layers[l].is_moe) { /* normalises x itself (fused into the router GEMV where it can) */
             SM_TRY(moe(m, l, &s, next < c->num_layers ? w->layers[next].attn_norm : NULL, err));
         } else {
