@@ -14,7 +14,8 @@
 #   ab       decode A/B in one call: specmoe under each of AB_ENVS (e.g. "- SPECMOE_MOE_DECODE=simt";
 #            "A=1,B=2" sets two variables in one arm),
 #            BASE_BIN (another build's specmoe, e.g. the previous commit's) and AB_BINS ("NAME=PATH ...")
-#            when given; AB_BATCHES; AB_ROUNDS rounds, the arms interleaved
+#            when given; AB_BATCHES; AB_ROUNDS rounds, the arms interleaved; AB_ARGS: more options
+#            for every arm (e.g. --leave-out-moe)
 #   prefill  bench decode after PREFILL_TOKENS-token prompts (default 4096): its prefill line, with
 #            the default MoE prefill kernel and with SPECMOE_MOE_PREFILL=mma, then with each
 #            --chunked-prefill-size of PREFILL_CHUNKS (e.g. "1024 4096")
@@ -121,15 +122,15 @@ if has ab; then # same-call A/B of decode: AB_ENVS (settings for specmoe, "-" fo
   ab_batches=${AB_BATCHES:-1,4,8}
   for round in $(seq 1 "${AB_ROUNDS:-1}"); do # rounds interleave the arms, so drift hits them alike
     if [ -n "${BASE_BIN:-}" ]; then
-      run "decode_ab_base_r$round" 90 "$BASE_BIN" bench decode --preset qwen3-30b-a3b --batch "$ab_batches" --steps 20 || status=1
+      run "decode_ab_base_r$round" 90 "$BASE_BIN" bench decode --preset qwen3-30b-a3b --batch "$ab_batches" --steps 20 ${AB_ARGS:-} || status=1
     fi
     for named in ${AB_BINS:-}; do # NAME=PATH: more builds
       run "decode_ab_${named%%=*}_r$round" 90 "${named#*=}" bench decode --preset qwen3-30b-a3b --batch "$ab_batches" \
-        --steps 20 || status=1
+        --steps 20 ${AB_ARGS:-} || status=1
     done
     for setting in ${AB_ENVS:--}; do
       run_as "decode_ab_r$round" 90 "$setting" "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b \
-        --batch "$ab_batches" --steps 20 || status=1
+        --batch "$ab_batches" --steps 20 ${AB_ARGS:-} || status=1
     done
   done
 fi

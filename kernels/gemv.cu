@@ -31,8 +31,10 @@ struct norm_args {
  * they made the router GEMV's prologue a chain of L2 round trips. On entry xs[0..k) holds the
  * norm weights (copied there before the PDL wait, by the thread that reads each one back here:
  * rows are written last to first, so row 0 overwrites them last). */
+constexpr size_t NORM_PARTIAL_BYTES = sizeof(float) * SM_GEMV_MAX_ROWS * 32;
 __device__ __forceinline__ void norm_rows(const norm_args &a, int rows, int k, __nv_bfloat16 *xs) {
     __shared__ float partial[SM_GEMV_MAX_ROWS][32];
+    static_assert(sizeof partial == NORM_PARTIAL_BYTES, "norm_rows' static shared memory");
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, vwarps = a.threads / 32;
     for (int rw = warp; rw < rows * vwarps; rw += GEMV_WARPS) {
         const int r = rw / vwarps, vw = rw % vwarps;
@@ -64,7 +66,8 @@ __device__ __forceinline__ void norm_rows(const norm_args &a, int rows, int k, _
     }
 }
 
-/* T: rows rounded up to a power of two (registers per accumulator set); rows <= T.
+/* One or two rows (gemv_mma_kernel takes more). T: rows rounded up to a power of two
+ * (registers per accumulator set); rows <= T.
  * COLS: output columns per warp. Two on wide projections (q|k|v, lm_head) halve the CTAs at
  * the same bytes in flight per warp, so the grid fits the machine in about one wave.
  * NORM: x is made in shared memory by norm_rows from the fp32 residual (nx) instead of read.
@@ -173,6 +176,108 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32, COLS == 2 && T <= 2 && !NORM 
     }
 }
 
+/* 3..8 rows on tensor cores. The warp-per-column kernel above spends, per 16 bytes of weights,
+ * a shared-memory read of x and 8 FMAs for every row: at 8 rows that is ~200 instructions per
+ * 16 bytes, and a one-wave projection (q|k|v: 320 CTAs) computes for about as long as it
+ * streams (Nsight Compute, H100: 8-row q|k|v 41 us against 14 at one row). Here a CTA owns 16
+ * output columns and its 8 warps split k; a lane loads 16 bytes of weight rows g and g+8 and of
+ * x row g (x rows past `rows` are zeros) and two mma.m16n8k16 multiply 16 columns by 8 rows,
+ * with the k-permutation of moe_decode_mma.cu (a lane's 8 consecutive k feed both MMAs, the same
+ * for both operands). The warps' partial sums are added in shared memory in warp order. */
+constexpr int MMA_COLS = 16, MMA_ROWS = 8;
+constexpr int MMA_STEPS = GEMV_VECTORS / 2; /* 32-wide k-steps a warp has in flight (2 vectors each) */
+
+__device__ __forceinline__ void mma_step(float c[4], const uint4 &lo, const uint4 &hi, const uint4 &x) {
+    sm_mma_16816(c, lo.x, hi.x, lo.y, hi.y, x.x, x.y);
+    sm_mma_16816(c, lo.z, hi.z, lo.w, hi.w, x.z, x.w);
+}
+
+/* Dynamic shared memory of the MMA kernel: the rows of x, later reused for the warps' sums. */
+__host__ __device__ constexpr size_t mma_smem_bytes(int rows, int k) {
+    return (size_t)rows * k * 2 > sizeof(float) * GEMV_WARPS * MMA_ROWS * MMA_COLS
+               ? (size_t)rows * k * 2
+               : sizeof(float) * GEMV_WARPS * MMA_ROWS * MMA_COLS;
+}
+
+template <bool Y_F32, bool NORM>
+__global__ void __launch_bounds__(GEMV_WARPS * 32, 2)
+    gemv_mma_kernel(const __nv_bfloat16 *__restrict__ x, const __nv_bfloat16 *__restrict__ w, void *y, float beta,
+                    int rows, int n, int k, norm_args nx) {
+    extern __shared__ uint4 xs[]; /* [rows][k/8], then red[GEMV_WARPS][MMA_ROWS][MMA_COLS] */
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int n0 = blockIdx.x * MMA_COLS, k8 = k / 8, steps = (k + 31) / 32;
+    const bool lo_ok = n0 + g < n, hi_ok = n0 + 8 + g < n;
+    const uint4 *wlo = reinterpret_cast<const uint4 *>(w + (size_t)(lo_ok ? n0 + g : 0) * k);
+    const uint4 *whi = reinterpret_cast<const uint4 *>(w + (size_t)(hi_ok ? n0 + 8 + g : 0) * k);
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    /* warp w streams the k-steps [(pass * GEMV_WARPS + w) * MMA_STEPS, + MMA_STEPS): 512
+     * contiguous bytes of each of its 16 weight rows per pass */
+    uint4 lo[MMA_STEPS], hi[MMA_STEPS];
+    auto load_pass = [&](int s0) {
+#pragma unroll
+        for (int u = 0; u < MMA_STEPS; u++) {
+            const int c = (s0 + u) * 4 + t;
+            lo[u] = lo_ok && c < k8 ? sm_load_stream(wlo + c) : zero;
+            hi[u] = hi_ok && c < k8 ? sm_load_stream(whi + c) : zero;
+        }
+    };
+    const int first = warp * MMA_STEPS, stride = GEMV_WARPS * MMA_STEPS;
+    load_pass(first); /* weights before the PDL wait, as in gemv_kernel */
+    if (NORM) {
+        __nv_bfloat16 *ws = reinterpret_cast<__nv_bfloat16 *>(xs);
+        for (int i = threadIdx.x; i < k; i += blockDim.x) ws[i] = nx.weight[i];
+    }
+    sm_pdl_trigger();
+    sm_pdl_wait();
+    /* thread i < rows * MMA_COLS writes output (row i / 16, column n0 + i % 16); with beta it
+     * reads the old value now, beside x, not after the sums */
+    const int out_r = threadIdx.x / MMA_COLS, out_c = n0 + threadIdx.x % MMA_COLS;
+    const bool writes = out_r < rows && out_c < n;
+    const float y_old = Y_F32 && beta != 0.0f && writes ? static_cast<const float *>(y)[(size_t)out_r * n + out_c] : 0.0f;
+    if (NORM) {
+        norm_rows(nx, rows, k, reinterpret_cast<__nv_bfloat16 *>(xs));
+    } else {
+        const uint4 *xg = reinterpret_cast<const uint4 *>(x);
+        for (int i = threadIdx.x; i < rows * k8; i += blockDim.x) xs[i] = xg[i];
+    }
+    __syncthreads();
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    const uint4 *xrow = xs + (size_t)(g < rows ? g : 0) * k8;
+    for (int s0 = first; s0 < steps; s0 += stride) {
+        if (s0 != first) load_pass(s0);
+#pragma unroll
+        for (int u = 0; u < MMA_STEPS; u++) {
+            const int c = (s0 + u) * 4 + t;
+            if ((s0 + u) * 4 >= k8) break; /* warp-uniform: past the last step */
+            mma_step(acc, lo[u], hi[u], g < rows && c < k8 ? xrow[c] : zero);
+        }
+    }
+    __syncthreads(); /* every warp is done with x: its room takes the partial sums */
+    float(*red)[MMA_ROWS][MMA_COLS] = reinterpret_cast<float(*)[MMA_ROWS][MMA_COLS]>(xs);
+    red[warp][2 * t][g] = acc[0];
+    red[warp][2 * t + 1][g] = acc[1];
+    red[warp][2 * t][g + 8] = acc[2];
+    red[warp][2 * t + 1][g + 8] = acc[3];
+    __syncthreads();
+    if (!writes) return;
+    float s = 0.0f;
+#pragma unroll
+    for (int v = 0; v < GEMV_WARPS; v++) s += red[v][out_r][threadIdx.x % MMA_COLS];
+    const size_t o = (size_t)out_r * n + out_c;
+    if (Y_F32) static_cast<float *>(y)[o] = beta != 0.0f ? s + beta * y_old : s;
+    else static_cast<__nv_bfloat16 *>(y)[o] = __float2bfloat16_rn(s);
+}
+
+template <bool NORM>
+void launch_mma(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32, float beta,
+                int rows, int n, int k, const norm_args &nx) {
+    const dim3 grid((unsigned)((n + MMA_COLS - 1) / MMA_COLS)), block(GEMV_WARPS * 32);
+    const size_t smem = mma_smem_bytes(rows, k);
+    const __nv_bfloat16 *xb = reinterpret_cast<const __nv_bfloat16 *>(x), *wb = reinterpret_cast<const __nv_bfloat16 *>(w);
+    if (y_f32) sm_launch_pdl(gemv_mma_kernel<true, NORM>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k, nx);
+    else sm_launch_pdl(gemv_mma_kernel<false, NORM>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k, nx);
+}
+
 template <int T, int COLS, bool NORM>
 void launch_cols(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32, float beta,
                  int rows, int n, int k, const norm_args &nx) {
@@ -196,8 +301,7 @@ void launch_rows(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits 
                  int rows, int n, int k, const norm_args &nx) {
     if (rows == 1) launch<1, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
     else if (rows == 2) launch<2, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
-    else if (rows <= 4) launch<4, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
-    else launch<8, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
+    else launch_mma<NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
 }
 
 /* Rows of x in shared memory: the default 48 KiB per block covers rows * k up to 24576 values
@@ -214,8 +318,10 @@ extern "C" bool sm_cuda_gemv_fits(int rows, int n, int k, const void *x, const v
     return shape_fits(rows, n, k) && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0;
 }
 
+/* norm_rows' static partial sums share the 48 KiB with the rows */
 extern "C" bool sm_cuda_gemv_norm_fits(int rows, int n, int k, const void *w) {
-    return shape_fits(rows, n, k) && ((uintptr_t)w & 15) == 0;
+    return shape_fits(rows, n, k) && (size_t)rows * k * 2 + NORM_PARTIAL_BYTES <= GEMV_SMEM_MAX &&
+           ((uintptr_t)w & 15) == 0;
 }
 
 static sm_status check(const void *w, void *y, bool y_f32, float beta, int rows, int n, int k, bool fits, sm_error *err) {
