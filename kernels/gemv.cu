@@ -35,8 +35,8 @@ constexpr size_t NORM_PARTIAL_BYTES = sizeof(float) * SM_GEMV_MAX_ROWS * 32;
 __device__ __forceinline__ void norm_rows(const norm_args &a, int rows, int k, __nv_bfloat16 *xs) {
     __shared__ float partial[SM_GEMV_MAX_ROWS][32];
     static_assert(sizeof partial == NORM_PARTIAL_BYTES, "norm_rows' static shared memory");
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, vwarps = a.threads / 32;
-    for (int rw = warp; rw < rows * vwarps; rw += GEMV_WARPS) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, vwarps = a.threads / 32, warps = blockDim.x >> 5;
+    for (int rw = warp; rw < rows * vwarps; rw += warps) {
         const int r = rw / vwarps, vw = rw % vwarps;
         const float *xr = a.x + (size_t)r * k;
         float ss = 0;
@@ -180,10 +180,13 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32, COLS == 2 && T <= 2 && !NORM 
  * a shared-memory read of x and 8 FMAs for every row: at 8 rows that is ~200 instructions per
  * 16 bytes, and a one-wave projection (q|k|v: 320 CTAs) computes for about as long as it
  * streams (Nsight Compute, H100: 8-row q|k|v 41 us against 14 at one row). Here a CTA owns 16
- * output columns and its 8 warps split k; a lane loads 16 bytes of weight rows g and g+8 and of
- * x row g (x rows past `rows` are zeros) and two mma.m16n8k16 multiply 16 columns by 8 rows,
+ * output columns and its WARPS warps split k; a lane loads 16 bytes of weight rows g and g+8 and
+ * of x row g (x rows past `rows` are zeros) and two mma.m16n8k16 multiply 16 columns by 8 rows,
  * with the k-permutation of moe_decode_mma.cu (a lane's 8 consecutive k feed both MMAs, the same
- * for both operands). The warps' partial sums are added in shared memory in warp order. */
+ * for both operands). The warps' partial sums are added in shared memory in warp order.
+ * WARPS is 16 past k 2048, so that a whole row of k 4096 (the o projection) is requested before
+ * the PDL wait, as the one-row kernel does: with 8 warps the second half came after the wait
+ * (H100, Qwen3 shape, 4 rows without MoE: 2.23 -> 2.33 ms a step against the old kernel). */
 constexpr int MMA_COLS = 16, MMA_ROWS = 8;
 constexpr int MMA_STEPS = GEMV_VECTORS / 2; /* 32-wide k-steps a warp has in flight (2 vectors each) */
 
@@ -193,24 +196,23 @@ __device__ __forceinline__ void mma_step(float c[4], const uint4 &lo, const uint
 }
 
 /* Dynamic shared memory of the MMA kernel: the rows of x, later reused for the warps' sums. */
-__host__ __device__ constexpr size_t mma_smem_bytes(int rows, int k) {
-    return (size_t)rows * k * 2 > sizeof(float) * GEMV_WARPS * MMA_ROWS * MMA_COLS
-               ? (size_t)rows * k * 2
-               : sizeof(float) * GEMV_WARPS * MMA_ROWS * MMA_COLS;
+constexpr size_t mma_smem_bytes(int rows, int k, int warps) {
+    const size_t x_bytes = (size_t)rows * k * 2, sums = sizeof(float) * warps * MMA_ROWS * MMA_COLS;
+    return x_bytes > sums ? x_bytes : sums;
 }
 
-template <bool Y_F32, bool NORM>
-__global__ void __launch_bounds__(GEMV_WARPS * 32, 2)
+template <int WARPS, bool Y_F32, bool NORM>
+__global__ void __launch_bounds__(WARPS * 32, WARPS == 8 ? 2 : 1)
     gemv_mma_kernel(const __nv_bfloat16 *__restrict__ x, const __nv_bfloat16 *__restrict__ w, void *y, float beta,
                     int rows, int n, int k, norm_args nx) {
-    extern __shared__ uint4 xs[]; /* [rows][k/8], then red[GEMV_WARPS][MMA_ROWS][MMA_COLS] */
+    extern __shared__ uint4 xs[]; /* [rows][k/8], then red[WARPS][MMA_ROWS][MMA_COLS] */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int n0 = blockIdx.x * MMA_COLS, k8 = k / 8, steps = (k + 31) / 32;
     const bool lo_ok = n0 + g < n, hi_ok = n0 + 8 + g < n;
     const uint4 *wlo = reinterpret_cast<const uint4 *>(w + (size_t)(lo_ok ? n0 + g : 0) * k);
     const uint4 *whi = reinterpret_cast<const uint4 *>(w + (size_t)(hi_ok ? n0 + 8 + g : 0) * k);
     const uint4 zero = make_uint4(0, 0, 0, 0);
-    /* warp w streams the k-steps [(pass * GEMV_WARPS + w) * MMA_STEPS, + MMA_STEPS): 512
+    /* warp w streams the k-steps [(pass * WARPS + w) * MMA_STEPS, + MMA_STEPS): 512
      * contiguous bytes of each of its 16 weight rows per pass */
     uint4 lo[MMA_STEPS], hi[MMA_STEPS];
     auto load_pass = [&](int s0) {
@@ -221,7 +223,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32, 2)
             hi[u] = hi_ok && c < k8 ? sm_load_stream(whi + c) : zero;
         }
     };
-    const int first = warp * MMA_STEPS, stride = GEMV_WARPS * MMA_STEPS;
+    const int first = warp * MMA_STEPS, stride = WARPS * MMA_STEPS;
     load_pass(first); /* weights before the PDL wait, as in gemv_kernel */
     if (NORM) {
         __nv_bfloat16 *ws = reinterpret_cast<__nv_bfloat16 *>(xs);
@@ -262,20 +264,20 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32, 2)
     if (!writes) return;
     float s = 0.0f;
 #pragma unroll
-    for (int v = 0; v < GEMV_WARPS; v++) s += red[v][out_r][threadIdx.x % MMA_COLS];
+    for (int v = 0; v < WARPS; v++) s += red[v][out_r][threadIdx.x % MMA_COLS];
     const size_t o = (size_t)out_r * n + out_c;
     if (Y_F32) static_cast<float *>(y)[o] = beta != 0.0f ? s + beta * y_old : s;
     else static_cast<__nv_bfloat16 *>(y)[o] = __float2bfloat16_rn(s);
 }
 
-template <bool NORM>
+template <int WARPS, bool NORM>
 void launch_mma(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32, float beta,
                 int rows, int n, int k, const norm_args &nx) {
-    const dim3 grid((unsigned)((n + MMA_COLS - 1) / MMA_COLS)), block(GEMV_WARPS * 32);
-    const size_t smem = mma_smem_bytes(rows, k);
+    const dim3 grid((unsigned)((n + MMA_COLS - 1) / MMA_COLS)), block(WARPS * 32);
+    const size_t smem = mma_smem_bytes(rows, k, WARPS);
     const __nv_bfloat16 *xb = reinterpret_cast<const __nv_bfloat16 *>(x), *wb = reinterpret_cast<const __nv_bfloat16 *>(w);
-    if (y_f32) sm_launch_pdl(gemv_mma_kernel<true, NORM>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k, nx);
-    else sm_launch_pdl(gemv_mma_kernel<false, NORM>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k, nx);
+    if (y_f32) sm_launch_pdl(gemv_mma_kernel<WARPS, true, NORM>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k, nx);
+    else sm_launch_pdl(gemv_mma_kernel<WARPS, false, NORM>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k, nx);
 }
 
 template <int T, int COLS, bool NORM>
@@ -301,7 +303,8 @@ void launch_rows(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits 
                  int rows, int n, int k, const norm_args &nx) {
     if (rows == 1) launch<1, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
     else if (rows == 2) launch<2, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
-    else launch_mma<NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
+    else if (k > 8 * MMA_STEPS * 32) launch_mma<16, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
+    else launch_mma<8, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
 }
 
 /* Rows of x in shared memory: the default 48 KiB per block covers rows * k up to 24576 values
