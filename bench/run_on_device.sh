@@ -19,7 +19,8 @@
 #   prefill  bench decode after PREFILL_TOKENS-token prompts (default 4096): its prefill line, with
 #            the default MoE prefill kernel and with SPECMOE_MOE_PREFILL=mma, then with each
 #            --chunked-prefill-size of PREFILL_CHUNKS (e.g. "1024 4096")
-#   profile  Nsight Compute kernel durations of one eager batch-1 step of a PROFILE_LAYERS-layer cut
+#   profile  Nsight Compute kernel durations of one eager step (PROFILE_BATCH rows, default 1) of a
+#            PROFILE_LAYERS-layer cut; PROFILE_ARGS: more options (e.g. --leave-out-moe)
 #   layer    specmoe bench moe-layer, both presets (LAYER_ARGS: more options, e.g. --regimes)
 #   peers    bench/peer_grouped_mm.py on the same points
 #   hf       bench/peer_hf_decode.py (transformers' decode settings)
@@ -149,7 +150,7 @@ if has profile; then
   if [ -n "$ncu" ]; then
     run profile_ncu 150 "$ncu" --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv \
       --print-units base --log-file "$LOGS/profile.csv" "$BUILD/specmoe" bench decode --preset qwen3-30b-a3b \
-      --layers "$PROFILE_LAYERS" --batch 1 --prompt 1 --warmup 0 --steps 1 --eager
+      --layers "$PROFILE_LAYERS" --batch "${PROFILE_BATCH:-1}" --prompt 1 --warmup 0 --steps 1 --eager ${PROFILE_ARGS:-}
     run profile_summary 30 python3 bench/ncu_summary.py "$LOGS/profile.csv" --last 40
   else
     note "ncu: not found"
