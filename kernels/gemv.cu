@@ -187,7 +187,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32, COLS == 2 && T <= 2 && !NORM 
  * WARPS is 16 past k 2048, so that a whole row of k 4096 (the o projection) is requested before
  * the PDL wait, as the one-row kernel does: with 8 warps the second half came after the wait
  * (H100, Qwen3 shape, 4 rows without MoE: 2.23 -> 2.33 ms a step against the old kernel). */
-constexpr int MMA_COLS = 16, MMA_ROWS = 8;
+constexpr int MMA_COLS = 16, MMA_ROWS = 8, MMA_MIN_ROWS = 3;
 constexpr int MMA_STEPS = GEMV_VECTORS / 2; /* 32-wide k-steps a warp has in flight (2 vectors each) */
 
 __device__ __forceinline__ void mma_step(float c[4], const uint4 &lo, const uint4 &hi, const uint4 &x) {
@@ -195,9 +195,10 @@ __device__ __forceinline__ void mma_step(float c[4], const uint4 &lo, const uint
     sm_mma_16816(c, lo.z, hi.z, lo.w, hi.w, x.z, x.w);
 }
 
-/* Dynamic shared memory of the MMA kernel: the rows of x, later reused for the warps' sums. */
-constexpr size_t mma_smem_bytes(int rows, int k, int warps) {
-    const size_t x_bytes = (size_t)rows * k * 2, sums = sizeof(float) * warps * MMA_ROWS * MMA_COLS;
+/* Dynamic shared memory of the MMA kernel: the warps' sums, and with NORM first the normalised
+ * rows of x (whose room the sums then reuse). */
+constexpr size_t mma_smem_bytes(int rows, int k, int warps, bool norm) {
+    const size_t x_bytes = norm ? (size_t)rows * k * 2 : 0, sums = sizeof(float) * warps * MMA_ROWS * MMA_COLS;
     return x_bytes > sums ? x_bytes : sums;
 }
 
@@ -205,7 +206,7 @@ template <int WARPS, bool Y_F32, bool NORM>
 __global__ void __launch_bounds__(WARPS * 32, WARPS == 8 ? 2 : 1)
     gemv_mma_kernel(const __nv_bfloat16 *__restrict__ x, const __nv_bfloat16 *__restrict__ w, void *y, float beta,
                     int rows, int n, int k, norm_args nx) {
-    extern __shared__ uint4 xs[]; /* [rows][k/8], then red[WARPS][MMA_ROWS][MMA_COLS] */
+    extern __shared__ uint4 xs[]; /* NORM: [rows][k/8]; then red[WARPS][MMA_ROWS][MMA_COLS] */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int n0 = blockIdx.x * MMA_COLS, k8 = k / 8, steps = (k + 31) / 32;
     const bool lo_ok = n0 + g < n, hi_ok = n0 + 8 + g < n;
@@ -236,25 +237,30 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS == 8 ? 2 : 1)
     const int out_r = threadIdx.x / MMA_COLS, out_c = n0 + threadIdx.x % MMA_COLS;
     const bool writes = out_r < rows && out_c < n;
     const float y_old = Y_F32 && beta != 0.0f && writes ? static_cast<const float *>(y)[(size_t)out_r * n + out_c] : 0.0f;
+    /* x: NORM makes it in shared memory; otherwise each lane reads its 16 bytes a step from
+     * global memory (L2), so x needs no room here and no barrier (every CTA reads all of x once
+     * either way) */
     if (NORM) {
         norm_rows(nx, rows, k, reinterpret_cast<__nv_bfloat16 *>(xs));
-    } else {
-        const uint4 *xg = reinterpret_cast<const uint4 *>(x);
-        for (int i = threadIdx.x; i < rows * k8; i += blockDim.x) xs[i] = xg[i];
+        __syncthreads();
     }
-    __syncthreads();
+    const uint4 *xrow = (NORM ? xs : reinterpret_cast<const uint4 *>(x)) + (size_t)(g < rows ? g : 0) * k8;
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    const uint4 *xrow = xs + (size_t)(g < rows ? g : 0) * k8;
     for (int s0 = first; s0 < steps; s0 += stride) {
         if (s0 != first) load_pass(s0);
+        uint4 xv[MMA_STEPS];
+#pragma unroll
+        for (int u = 0; u < MMA_STEPS; u++) { /* the pass's x loads first: one L2 latency, not eight */
+            const int c = (s0 + u) * 4 + t;
+            xv[u] = g < rows && c < k8 ? (NORM ? xrow[c] : __ldg(xrow + c)) : zero;
+        }
 #pragma unroll
         for (int u = 0; u < MMA_STEPS; u++) {
-            const int c = (s0 + u) * 4 + t;
             if ((s0 + u) * 4 >= k8) break; /* warp-uniform: past the last step */
-            mma_step(acc, lo[u], hi[u], g < rows && c < k8 ? xrow[c] : zero);
+            mma_step(acc, lo[u], hi[u], xv[u]);
         }
     }
-    __syncthreads(); /* every warp is done with x: its room takes the partial sums */
+    if (NORM) __syncthreads(); /* every warp is done with x: its room takes the partial sums */
     float(*red)[MMA_ROWS][MMA_COLS] = reinterpret_cast<float(*)[MMA_ROWS][MMA_COLS]>(xs);
     red[warp][2 * t][g] = acc[0];
     red[warp][2 * t + 1][g] = acc[1];
@@ -274,7 +280,7 @@ template <int WARPS, bool NORM>
 void launch_mma(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32, float beta,
                 int rows, int n, int k, const norm_args &nx) {
     const dim3 grid((unsigned)((n + MMA_COLS - 1) / MMA_COLS)), block(WARPS * 32);
-    const size_t smem = mma_smem_bytes(rows, k, WARPS);
+    const size_t smem = mma_smem_bytes(rows, k, WARPS, NORM);
     const __nv_bfloat16 *xb = reinterpret_cast<const __nv_bfloat16 *>(x), *wb = reinterpret_cast<const __nv_bfloat16 *>(w);
     if (y_f32) sm_launch_pdl(gemv_mma_kernel<WARPS, true, NORM>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k, nx);
     else sm_launch_pdl(gemv_mma_kernel<WARPS, false, NORM>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k, nx);
@@ -301,20 +307,22 @@ void launch(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, v
 template <bool NORM>
 void launch_rows(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32, float beta,
                  int rows, int n, int k, const norm_args &nx) {
+    static_assert(MMA_MIN_ROWS == 3, "rows below MMA_MIN_ROWS take gemv_kernel");
     if (rows == 1) launch<1, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
     else if (rows == 2) launch<2, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
     else if (k > 8 * MMA_STEPS * 32) launch_mma<16, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
     else launch_mma<8, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
 }
 
-/* Rows of x in shared memory: the default 48 KiB per block covers rows * k up to 24576 values
- * (8 rows of k 3072, 4 rows of k 6144), which is every decode shape this serves. */
+/* Rows of x in shared memory (one or two rows, and the norm-fused GEMV): the default 48 KiB per
+ * block covers rows * k up to 24576 values. The MMA kernel reads x from global memory. */
 constexpr size_t GEMV_SMEM_MAX = 48 * 1024;
 
 } // namespace
 
 static bool shape_fits(int rows, int n, int k) {
-    return rows >= 1 && rows <= SM_GEMV_MAX_ROWS && n >= 1 && k >= 8 && k % 8 == 0 && (size_t)rows * k * 2 <= GEMV_SMEM_MAX;
+    return rows >= 1 && rows <= SM_GEMV_MAX_ROWS && n >= 1 && k >= 8 && k % 8 == 0 &&
+           (rows >= MMA_MIN_ROWS || (size_t)rows * k * 2 <= GEMV_SMEM_MAX);
 }
 
 extern "C" bool sm_cuda_gemv_fits(int rows, int n, int k, const void *x, const void *w) {
@@ -328,8 +336,8 @@ extern "C" bool sm_cuda_gemv_norm_fits(int rows, int n, int k, const void *w) {
 }
 
 static sm_status check(const void *w, void *y, bool y_f32, float beta, int rows, int n, int k, bool fits, sm_error *err) {
-    NEED(fits, "gemv: shape rows %d n %d k %d not supported (rows 1..%d, k %% 8 == 0, rows*k*2 <= %zu, 16-byte aligned "
-         "operands)", rows, n, k, SM_GEMV_MAX_ROWS, GEMV_SMEM_MAX);
+    NEED(fits, "gemv: shape rows %d n %d k %d not supported (rows 1..%d, k %% 8 == 0, 16-byte aligned operands; "
+         "rows*k*2 <= %zu below %d rows and with the norm fused)", rows, n, k, SM_GEMV_MAX_ROWS, GEMV_SMEM_MAX, MMA_MIN_ROWS);
     NEED(w && y, "gemv: NULL pointer (w %p, y %p)", w, y);
     NEED(beta == 0.0f || y_f32, "gemv: beta %g needs an fp32 y", (double)beta);
     return SM_OK;

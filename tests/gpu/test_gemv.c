@@ -1,7 +1,7 @@
 /* kernels/gemv.h against a CPU double loop (double accumulation) on random BF16 inputs, outputs
- * poisoned with NaN first: rows 1..8, odd n, k from 8 to 4096 (k not a multiple of the 256 values
- * a warp reads per pass, so the tail guard runs), fp32 out with beta 0 and 1 (the residual add)
- * and BF16 out. fp32: rel L2 < 1e-5 (summation order only); BF16: < 1e-2. Also the shapes the
+ * poisoned with NaN first: rows 1..8, odd n, k from 8 to 8200 (k not a multiple of the 256 values
+ * a warp reads per pass, so the tail guard runs; several passes past k 4096), fp32 out with beta
+ * 0 and 1 (the residual add) and BF16 out. fp32: rel L2 < 1e-5 (summation order only); BF16: < 1e-2. Also the shapes the
  * launcher must refuse (rows 9, k % 8 != 0, misaligned w, beta with a BF16 y).
  * The norm-fused GEMV must equal sm_cuda_rmsnorm_f32 + sm_cuda_gemv_xwt bit for bit (y and h),
  * over row lengths that give the norm 1024 threads and fewer (partly idle last warp). */
@@ -24,7 +24,8 @@ static void cpu_xwt(const float *x, const float *w, const float *y0, float beta,
 static void test_shapes(void) {
     uint64_t seed = 5;
     const int shapes[][3] = {{1, 5120, 2048}, {1, 2048, 4096}, {2, 128, 2048}, {3, 77, 264}, {4, 1, 8},
-                             {5, 300, 776}, {8, 1000, 2048}, {7, 13, 3072}, {4, 9, 6144}, {8, 64, 3072}};
+                             {5, 300, 776}, {8, 1000, 2048}, {7, 13, 3072}, {4, 9, 6144}, {8, 64, 3072},
+                             {8, 40, 4096}, {6, 33, 8200}};
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         int rows = shapes[t][0], n = shapes[t][1], k = shapes[t][2];
         size_t ny = (size_t)rows * n;
@@ -123,7 +124,11 @@ static void test_refusals(void) {
     CHECK(sm_cuda_gemv_xwt(0, (void *)d, (void *)d, d, true, 0, 9, 8, 8, &err) == SM_EINVAL, "rows 9 accepted");
     CHECK(strstr(err.msg, "rows 9") != NULL, "message names the rows: %s", err.msg);
     CHECK(sm_cuda_gemv_xwt(0, (void *)d, (void *)d, d, true, 0, 1, 8, 12, &err) == SM_EINVAL, "k 12 accepted");
-    CHECK(!sm_cuda_gemv_fits(7, 8, 4096, d, d) && sm_cuda_gemv_fits(6, 8, 4096, d, d), "x rows beyond 48 KiB of shared memory");
+    CHECK(!sm_cuda_gemv_fits(2, 8, 12296, d, d) && sm_cuda_gemv_fits(2, 8, 12288, d, d),
+          "1-2 rows: x rows beyond 48 KiB of shared memory");
+    CHECK(sm_cuda_gemv_fits(8, 8, 16384, d, d), "3-8 rows read x from global memory: no shared-memory limit");
+    CHECK(!sm_cuda_gemv_norm_fits(6, 8, 4096, d) && sm_cuda_gemv_norm_fits(5, 8, 4096, d),
+          "norm-fused: the rows and the norm's partial sums beyond 48 KiB");
     CHECK(sm_cuda_gemv_xwt(0, (void *)d, (void *)(d + 2), d, true, 0, 1, 8, 8, &err) == SM_EINVAL, "misaligned w accepted");
     CHECK(sm_cuda_gemv_xwt(0, (void *)d, (void *)d, d, false, 1.0f, 1, 8, 8, &err) == SM_EINVAL, "beta with bf16 y accepted");
     cudaFree(d);
