@@ -405,20 +405,22 @@ extern "C" sm_status sm_cuda_attention(cudaStream_t stream, const float *q, int 
     return sm_kernel_launched("attention", err);
 }
 
-extern "C" sm_status sm_cuda_attention_decode_qk(cudaStream_t stream, const float *qkv, int heads, int kv_heads,
-                                                 int head_dim, const sm_bf16_bits *q_norm, const sm_bf16_bits *k_norm,
-                                                 float eps, float theta, const int *seq, const int *pos,
-                                                 sm_bf16_bits *k_cache, sm_bf16_bits *v_cache, int max_context,
-                                                 float scale, sm_bf16_bits *out, void *split_ws, sm_attn_plan plan,
-                                                 sm_error *err) {
-    NEED(heads > 0 && kv_heads > 0 && heads % kv_heads == 0 && head_dim > 0 && head_dim <= 256 && head_dim % 2 == 0,
-         "attention_decode_qk: bad shape (heads %d, kv_heads %d, head_dim %d: even head_dim up to 256)", heads, kv_heads,
-         head_dim);
+extern "C" sm_status sm_cuda_attention_decode_qk(cudaStream_t stream, const float *qkv, int rows, int heads,
+                                                 int kv_heads, int head_dim, const sm_bf16_bits *q_norm,
+                                                 const sm_bf16_bits *k_norm, float eps, float theta, const int *seq,
+                                                 const int *pos, sm_bf16_bits *k_cache, sm_bf16_bits *v_cache,
+                                                 int max_context, float scale, sm_bf16_bits *out, void *split_ws,
+                                                 sm_attn_plan plan, sm_error *err) {
+    NEED(rows >= 0 && heads > 0 && kv_heads > 0 && heads % kv_heads == 0 && head_dim > 0 && head_dim <= 256 &&
+             head_dim % 2 == 0,
+         "attention_decode_qk: bad shape (rows %d, heads %d, kv_heads %d, head_dim %d: even head_dim up to 256)", rows,
+         heads, kv_heads, head_dim);
     NEED(!q_norm == !k_norm, "attention_decode_qk: q_norm and k_norm go together");
     NEED(qkv && seq && pos && k_cache && v_cache && out, "attention_decode_qk: NULL device pointer");
-    SM_TRY(check_plan(1, plan, split_ws, err));
+    SM_TRY(check_plan(rows, plan, split_ws, err));
+    if (!rows) return SM_OK;
     const qk_fuse f = {(cbf)q_norm, (cbf)k_norm, eps, theta, (__nv_bfloat16 *)k_cache, (__nv_bfloat16 *)v_cache};
-    launch_hd<true>(stream, 1, heads, qkv, (heads + 2 * kv_heads) * head_dim, (cbf)k_cache, (cbf)v_cache, seq, pos,
+    launch_hd<true>(stream, rows, heads, qkv, (heads + 2 * kv_heads) * head_dim, (cbf)k_cache, (cbf)v_cache, seq, pos,
                     (__nv_bfloat16 *)out, kv_heads, head_dim, max_context, scale, f, split_ws, plan);
     return sm_kernel_launched("attention_decode_qk", err);
 }

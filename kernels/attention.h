@@ -72,19 +72,20 @@ sm_status sm_cuda_attention_prefill(cudaStream_t stream, const float *q, int q_s
                                     int rows, int heads, int kv_heads, int head_dim, int max_context, float scale,
                                     sm_error *err);
 
-/* One decode row in one launch: what sm_cuda_qk_norm_rope_kv (fused_ops.h) followed by
- * sm_cuda_attention computes for rows == 1, bit for bit (output and both caches), except that q
- * and k are not written back into qkv (nothing reads them after attention). qkv: the row's fp32
- * q|k|v, unpadded (stride (heads + 2 kv_heads) * head_dim); q_norm/k_norm: Qwen3's per-head
- * norm, both NULL for none; head_dim even, <= 256. Each block rotates its q head and its group's
- * new K/V itself and reads the newest position from shared memory; one block per group writes
- * the slot. With several rows a row could read a slot of the same step before its writer has
- * run, so this is for single-row steps only. split_ws, plan: as for sm_cuda_attention. */
-sm_status sm_cuda_attention_decode_qk(cudaStream_t stream, const float *qkv, int heads, int kv_heads, int head_dim,
-                                      const sm_bf16_bits *q_norm, const sm_bf16_bits *k_norm, float eps, float theta,
-                                      const int *seq, const int *pos, sm_bf16_bits *k_cache, sm_bf16_bits *v_cache,
-                                      int max_context, float scale, sm_bf16_bits *out, void *split_ws,
-                                      sm_attn_plan plan, sm_error *err);
+/* Decode rows in one launch: what sm_cuda_qk_norm_rope_kv (fused_ops.h) followed by
+ * sm_cuda_attention computes, bit for bit (output and both caches), except that q and k are not
+ * written back into qkv (nothing reads them after attention). qkv: the rows' fp32 q|k|v, unpadded
+ * (stride (heads + 2 kv_heads) * head_dim); q_norm/k_norm: Qwen3's per-head norm, both NULL for
+ * none; head_dim even, <= 256. Each block rotates its q head and its group's new K/V itself and
+ * reads its row's newest position from shared memory; one block per (row, group) writes the
+ * slot. A row must therefore need no other row's new slot: the rows are of DISTINCT sequences (a
+ * decode batch), never several positions of one sequence (verification, prompts). split_ws,
+ * plan: as for sm_cuda_attention. */
+sm_status sm_cuda_attention_decode_qk(cudaStream_t stream, const float *qkv, int rows, int heads, int kv_heads,
+                                      int head_dim, const sm_bf16_bits *q_norm, const sm_bf16_bits *k_norm, float eps,
+                                      float theta, const int *seq, const int *pos, sm_bf16_bits *k_cache,
+                                      sm_bf16_bits *v_cache, int max_context, float scale, sm_bf16_bits *out,
+                                      void *split_ws, sm_attn_plan plan, sm_error *err);
 
 #ifdef __cplusplus
 }

@@ -307,11 +307,10 @@ void launch(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, v
 template <bool NORM>
 void launch_rows(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32, float beta,
                  int rows, int n, int k, const norm_args &nx) {
-    static_assert(MMA_MIN_ROWS == 3, "rows below MMA_MIN_ROWS take gemv_kernel");
-    if (rows == 1) launch<1, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
-    else if (rows == 2) launch<2, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
-    else if (k > 8 * MMA_STEPS * 32) launch_mma<16, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
-    else launch_mma<8, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
+    if (rows >= MMA_MIN_ROWS && k > 8 * MMA_STEPS * 32) launch_mma<16, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
+    else if (rows >= MMA_MIN_ROWS) launch_mma<8, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
+    else if (rows == 1) launch<1, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
+    else launch<2, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
 }
 
 /* Rows of x in shared memory (one or two rows, and the norm-fused GEMV): the default 48 KiB per

@@ -51,6 +51,7 @@ typedef struct step_graph {
     int n_rows, n_logits;
     sm_attn_plan attn;        /* the attention's block layout (attention.h) */
     bool prompt_run;          /* the prefill attention kernel (step.prompt_run) */
+    bool distinct_seqs;       /* step.distinct_seqs */
     bool observed;            /* the step logs routing for a route observer */
     int seen;                 /* eager runs of this shape so far: capture on the second */
     bool failed;              /* capture did not work for this shape: stay eager */
@@ -251,6 +252,8 @@ typedef struct step {
     int n, n_logits, top_k;
     sm_attn_plan attn; /* sm_cuda_attention_plan for the step's rows and longest context */
     bool prompt_run;   /* rows are consecutive positions of one sequence: the prefill attention kernel */
+    bool distinct_seqs; /* every row of another sequence (a decode batch): one attention launch with the
+                          q/k norm, RoPE and K/V write inside (sm_cuda_attention_decode_qk) */
     const bool *skip;
     const sm_route_observer *observer;
     bool h_ready; /* m->h already holds the next layer's attention input (fused into the MoE combine) */
@@ -369,8 +372,8 @@ static sm_status attention(sm_model_dev *m, int l, step *st, sm_error *err) {
     if (L->qkv_bias) SM_TRY(sm_cuda_add_bias_f32(s, m->qkv, stride, L->qkv_bias, n, stride, err));
     bool norm = c->qk_norm == SM_QK_NORM_PER_HEAD, fusable = c->qk_norm != SM_QK_NORM_FULL && hd % 2 == 0 && hd <= 256;
     float scale = 1.0f / sqrtf((float)hd);
-    if (fusable && n == 1) { /* one launch for the q/k norm, RoPE, K/V write and attention */
-        SM_TRY(sm_cuda_attention_decode_qk(s, m->qkv, heads, kvh, hd, norm ? L->q_norm : NULL, norm ? L->k_norm : NULL, eps,
+    if (fusable && st->distinct_seqs) { /* one launch for the q/k norm, RoPE, K/V write and attention */
+        SM_TRY(sm_cuda_attention_decode_qk(s, m->qkv, n, heads, kvh, hd, norm ? L->q_norm : NULL, norm ? L->k_norm : NULL, eps,
                                            c->rope_theta, seq, pos, m->k_cache[l], m->v_cache[l], m->max_context, scale,
                                            m->attn, m->attn_split, st->attn, err));
     } else {
@@ -431,12 +434,13 @@ static step_graph *graph_slot(sm_model_dev *m, const step *st) {
     for (int i = 0; i < m->n_graphs; i++)
         if (m->graphs[i].n_rows == st->n && m->graphs[i].n_logits == st->n_logits &&
             m->graphs[i].attn.splits == st->attn.splits && m->graphs[i].attn.grouped == st->attn.grouped &&
-            m->graphs[i].prompt_run == st->prompt_run && m->graphs[i].observed == !!st->observer)
+            m->graphs[i].prompt_run == st->prompt_run && m->graphs[i].distinct_seqs == st->distinct_seqs &&
+            m->graphs[i].observed == !!st->observer)
             return &m->graphs[i];
     if (m->n_graphs == GRAPH_SLOTS) return NULL;
     step_graph *g = &m->graphs[m->n_graphs++];
     *g = (step_graph){.n_rows = st->n, .n_logits = st->n_logits, .attn = st->attn, .prompt_run = st->prompt_run,
-                      .observed = st->observer != NULL};
+                      .distinct_seqs = st->distinct_seqs, .observed = st->observer != NULL};
     return g;
 }
 
@@ -623,7 +627,7 @@ static sm_status dev_forward(sm_model_dev *m, const sm_row *rows, int n_rows, co
         int *tokens = m->h_rows, *seqs = tokens + m->w->chunk_rows, *pos = seqs + m->w->chunk_rows;
         int *logit_rows = pos + m->w->chunk_rows;
         int max_len = 0;
-        bool prompt_run = n >= PROMPT_RUN_MIN_ROWS;
+        bool prompt_run = n >= PROMPT_RUN_MIN_ROWS, distinct_seqs = true;
         for (int r = 0; r < n; r++) {
             const sm_row *row = &rows[start + r];
             tokens[r] = row->token;
@@ -632,10 +636,11 @@ static sm_status dev_forward(sm_model_dev *m, const sm_row *rows, int n_rows, co
             if (row->want_logits) logit_rows[n_logits++] = r;
             if (row->pos + 1 > max_len) max_len = row->pos + 1;
             if (row->seq != rows[start].seq || row->pos != rows[start].pos + r) prompt_run = false;
+            for (int q = 0; q < r && distinct_seqs; q++) distinct_seqs = seqs[q] != row->seq;
         }
         step st = {.n = n, .n_logits = n_logits, .top_k = top_k, .skip = fo ? fo->skip_layer : NULL, .observer = observer,
                    .attn = sm_cuda_attention_plan(n, c->num_heads, c->num_kv_heads, c->head_dim, max_len, m->sm_count),
-                   .prompt_run = prompt_run};
+                   .prompt_run = prompt_run, .distinct_seqs = distinct_seqs};
         /* the first n entries of each of the four segments (kernels and graphs read no more): a
          * decode step copies 16 bytes a row, not the whole 4 x chunk_rows table (64 KB at 4096) */
         const size_t seg_bytes = (size_t)m->w->chunk_rows * sizeof(int);

@@ -8,7 +8,8 @@
  *  - moe_gate_up_routed (moe_grouped.h) == moe_route + moe_gate_up in the decode regime: act and
  *    every routing output; the cases it refuses;
  *  - moe_combine_rmsnorm == moe_combine + rmsnorm_f32 (BF16 out), and combine alone (no weight);
- *  - attention_decode_qk (attention.h) == qk_norm_rope_kv + attention for one row.
+ *  - attention_decode_qk (attention.h) == qk_norm_rope_kv + attention for one row and for three
+ *    rows of distinct sequences.
  * Shapes: Qwen3-30B-A3B (hidden 2048, 32/4 heads of 128, 128 experts top-8), Mixtral-like (hidden
  * 4096, 8 experts top-2), odd small ones; rows 1, 2, 7, 64. Each checker is shown to reject a
  * one-bit change, so a pass means something. Last, decode-sized timings (graph replays) of each
@@ -144,8 +145,9 @@ static void test_qk_norm_rope_kv(void) {
 
 /* ---- one-row attention with q/k norm + RoPE + KV write ------------------------------------ */
 
-/* attention_decode_qk == qk_norm_rope_kv + attention for one row: the output and both whole
- * caches, at position 0 (only the new slot) and at a random later one. */
+/* attention_decode_qk == qk_norm_rope_kv + attention for one row and for three rows of distinct
+ * sequences (a decode batch): the output and both whole caches, at position 0 (only the new slot)
+ * and at random later ones. */
 static void test_attention_decode_qk(void) {
     uint64_t seed = 202;
     const attn_shape shapes[] = {
@@ -155,58 +157,64 @@ static void test_attention_decode_qk(void) {
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const attn_shape *S = &shapes[t];
         int qd = S->heads * S->hd, kvd = S->kvh * S->hd, stride = qd + 2 * kvd, seqs = 3, ctx = 2048;
-        for (int variant = 0; variant < 4; variant++) { /* position 0 or later, x the plan or the plan grouped */
-            int late = variant & 1;
+        for (int variant = 0; variant < 8; variant++) { /* position 0 or later, x plan or grouped, x 1 or 3 rows */
+            int late = variant & 1, rows = variant & 4 ? 3 : 1, first = (int)(gpu_test_next(&seed) % 3);
             sm_error err = {0};
-            int seq = (int)(gpu_test_next(&seed) % 3), pos = late ? 1 + (int)(gpu_test_next(&seed) % (uint64_t)(ctx - 1)) : 0;
-            size_t n_cache = (size_t)seqs * ctx * kvd, n_out = (size_t)qd;
-            float *qkv = malloc((size_t)stride * 4);
-            for (int i = 0; i < stride; i++) qkv[i] = 3.0f * gpu_test_uniform(&seed);
+            int seq[3], pos[3], max_len = 0;
+            for (int r = 0; r < rows; r++) {
+                seq[r] = (first + r) % seqs;
+                pos[r] = late ? 1 + (int)(gpu_test_next(&seed) % (uint64_t)(ctx - 1)) : 0;
+                if (pos[r] + 1 > max_len) max_len = pos[r] + 1;
+            }
+            size_t n_cache = (size_t)seqs * ctx * kvd, n_out = (size_t)rows * qd;
+            float *qkv = malloc((size_t)rows * stride * 4);
+            for (int i = 0; i < rows * stride; i++) qkv[i] = 3.0f * gpu_test_uniform(&seed);
             float *qw = gpu_test_random_bf16((size_t)S->hd, 1.0f, &seed), *kw = gpu_test_random_bf16((size_t)S->hd, 1.0f, &seed);
             float *cache0 = gpu_test_random_bf16(n_cache, 1.0f, &seed);
-            float *d_a = gpu_test_upload(qkv, (size_t)stride * 4), *d_b = gpu_test_upload(qkv, (size_t)stride * 4);
+            float *d_a = gpu_test_upload(qkv, (size_t)rows * stride * 4), *d_b = gpu_test_upload(qkv, (size_t)rows * stride * 4);
             void *d_kca = gpu_test_upload_bf16(cache0, 1, (int)n_cache, (int)n_cache), *d_vca = dup_dev(d_kca, n_cache * 2);
             void *d_kcb = dup_dev(d_kca, n_cache * 2), *d_vcb = dup_dev(d_kca, n_cache * 2);
             void *d_qw = S->norm ? gpu_test_upload_bf16(qw, 1, S->hd, S->hd) : NULL;
             void *d_kw = S->norm ? gpu_test_upload_bf16(kw, 1, S->hd, S->hd) : NULL;
-            int *d_seq = gpu_test_upload(&seq, sizeof seq), *d_pos = gpu_test_upload(&pos, sizeof pos);
+            int *d_seq = gpu_test_upload(seq, sizeof seq), *d_pos = gpu_test_upload(pos, sizeof pos);
             void *d_oa = gpu_test_malloc(n_out * 2), *d_ob = gpu_test_malloc(n_out * 2);
             gpu_test_poison(d_oa, n_out * 2);
             gpu_test_poison(d_ob, n_out * 2);
             float eps = 1e-6f, theta = 1e6f, scale = 1.0f / sqrtf((float)S->hd);
-            CHECK_OK(sm_cuda_qk_norm_rope_kv(0, d_a, stride, 1, S->heads, S->kvh, S->hd, d_qw, d_kw, eps, d_pos, theta, d_seq,
+            CHECK_OK(sm_cuda_qk_norm_rope_kv(0, d_a, stride, rows, S->heads, S->kvh, S->hd, d_qw, d_kw, eps, d_pos, theta, d_seq,
                                              d_kca, d_vca, ctx, &err), &err);
             /* both with the split-context workspace (zeroed once), as the model runs them */
             size_t ws_bytes = sm_cuda_attention_split_bytes(S->heads, S->hd);
             void *ws = gpu_test_malloc(ws_bytes);
             gpu_test_cuda(cudaMemset(ws, 0, ws_bytes), "split workspace");
-            sm_attn_plan plan = sm_cuda_attention_plan(1, S->heads, S->kvh, S->hd, pos + 1, 132);
+            sm_attn_plan plan = sm_cuda_attention_plan(rows, S->heads, S->kvh, S->hd, max_len, 132);
             if (variant & 2) plan.grouped = true;
-            CHECK_OK(sm_cuda_attention(0, d_a, stride, d_kca, d_vca, d_seq, d_pos, d_oa, 1, S->heads, S->kvh, S->hd, ctx,
+            CHECK_OK(sm_cuda_attention(0, d_a, stride, d_kca, d_vca, d_seq, d_pos, d_oa, rows, S->heads, S->kvh, S->hd, ctx,
                                        scale, ws, plan, &err), &err);
-            CHECK_OK(sm_cuda_attention_decode_qk(0, d_b, S->heads, S->kvh, S->hd, d_qw, d_kw, eps, theta, d_seq, d_pos, d_kcb,
+            CHECK_OK(sm_cuda_attention_decode_qk(0, d_b, rows, S->heads, S->kvh, S->hd, d_qw, d_kw, eps, theta, d_seq, d_pos, d_kcb,
                                                  d_vcb, ctx, scale, d_ob, ws, plan, &err), &err);
             sync_ok("attention_decode_qk");
             size_t at = 0;
-            CHECK(dev_same(d_oa, d_ob, n_out * 2, &at), "attention_decode_qk %s pos %d: output differs from the chain at %zu",
-                  S->name, pos, at / 2);
-            CHECK(dev_same(d_kca, d_kcb, n_cache * 2, &at), "attention_decode_qk %s pos %d: K cache differs at %zu", S->name,
-                  pos, at / 2);
-            CHECK(dev_same(d_vca, d_vcb, n_cache * 2, &at), "attention_decode_qk %s pos %d: V cache differs at %zu", S->name,
-                  pos, at / 2);
+            CHECK(dev_same(d_oa, d_ob, n_out * 2, &at),
+                  "attention_decode_qk %s %d rows pos %d: output differs from the chain at %zu", S->name, rows, pos[0], at / 2);
+            CHECK(dev_same(d_kca, d_kcb, n_cache * 2, &at), "attention_decode_qk %s %d rows pos %d: K cache differs at %zu",
+                  S->name, rows, pos[0], at / 2);
+            CHECK(dev_same(d_vca, d_vcb, n_cache * 2, &at), "attention_decode_qk %s %d rows pos %d: V cache differs at %zu",
+                  S->name, rows, pos[0], at / 2);
             float *o = malloc(n_out * 4);
             gpu_test_download_bf16(o, d_ob, 1, (int)n_out, (int)n_out);
-            CHECK(gpu_test_all_finite(o, n_out), "attention_decode_qk %s pos %d: output not finite", S->name, pos);
+            CHECK(gpu_test_all_finite(o, n_out), "attention_decode_qk %s %d rows pos %d: output not finite", S->name, rows,
+                  pos[0]);
             if (t == 0 && variant == 1) check_detects_flip(d_ob, n_out * 2, "attention output");
-            printf("attention_decode_qk %-14s pos %4d (%2d splits%s): output, K and V caches bit-identical to the chain\n",
-                   S->name, pos, plan.splits, plan.grouped ? ", grouped" : "");
+            printf("attention_decode_qk %-14s %d rows pos %4d (%2d splits%s): output, K and V caches bit-identical to the "
+                   "chain\n", S->name, rows, pos[0], plan.splits, plan.grouped ? ", grouped" : "");
             free(o); free(qkv); free(qw); free(kw); free(cache0);
             cudaFree(d_a); cudaFree(d_b); cudaFree(d_kca); cudaFree(d_vca); cudaFree(d_kcb); cudaFree(d_vcb);
             cudaFree(d_qw); cudaFree(d_kw); cudaFree(d_seq); cudaFree(d_pos); cudaFree(d_oa); cudaFree(d_ob); cudaFree(ws);
         }
     }
     sm_error err = {0};
-    CHECK(sm_cuda_attention_decode_qk(0, NULL, 2, 1, 7, NULL, NULL, 1e-6f, 1e4f, NULL, NULL, NULL, NULL, 8, 1.0f, NULL, NULL, (sm_attn_plan){1, false}, &err) ==
+    CHECK(sm_cuda_attention_decode_qk(0, NULL, 1, 2, 1, 7, NULL, NULL, 1e-6f, 1e4f, NULL, NULL, NULL, NULL, 8, 1.0f, NULL, NULL, (sm_attn_plan){1, false}, &err) ==
               SM_EINVAL && strstr(err.msg, "head_dim 7"), "attention_decode_qk: odd head_dim accepted (%s)", err.msg);
 }
 
