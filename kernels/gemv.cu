@@ -66,20 +66,21 @@ __device__ __forceinline__ void norm_rows(const norm_args &a, int rows, int k, _
     }
 }
 
-/* One or two rows (gemv_mma_kernel takes more). T: rows rounded up to a power of two
- * (registers per accumulator set); rows <= T.
+/* One row (gemv_mma_kernel takes more): a warp per output column.
  * COLS: output columns per warp. Two on wide projections (q|k|v, lm_head) halve the CTAs at
  * the same bytes in flight per warp, so the grid fits the machine in about one wave.
  * NORM: x is made in shared memory by norm_rows from the fp32 residual (nx) instead of read.
- * Three CTAs an SM for two columns a warp at one or two rows (80 registers, a 16-byte spill):
- * q|k|v of Qwen3-30B is 320 CTAs, and at two an SM the 56 past the first 264 could request
- * their weights only after the PDL wait (H200, batch 1: 2.90 -> 2.83 ms a step). */
-template <int T, bool Y_F32, int COLS, bool NORM>
-__global__ void __launch_bounds__(GEMV_WARPS * 32, COLS == 2 && T <= 2 && !NORM ? 3 : 1)
-    gemv_kernel(const __nv_bfloat16 *__restrict__ x, const __nv_bfloat16 *__restrict__ w, void *y, float beta, int rows,
-                int n, int k, norm_args nx) {
+ * Three CTAs an SM for two columns a warp (80 registers, a 16-byte spill): q|k|v of Qwen3-30B
+ * is 320 CTAs, and at two an SM the 56 past the first 264 could request their weights only
+ * after the PDL wait (H200, batch 1: 2.90 -> 2.83 ms a step). At one row this kernel beat the
+ * MMA kernel (H100, batch 1: 3.20 against 3.33 ms a step; the one-row q|k|v 13.9 against 16.1
+ * us); from two rows the MMA kernel wins. */
+template <bool Y_F32, int COLS, bool NORM>
+__global__ void __launch_bounds__(GEMV_WARPS * 32, COLS == 2 && !NORM ? 3 : 1)
+    gemv_row_kernel(const __nv_bfloat16 *__restrict__ x, const __nv_bfloat16 *__restrict__ w, void *y, float beta,
+                    int n, int k, norm_args nx) {
     constexpr int GEMV_UNROLL = GEMV_VECTORS / COLS; /* per column and pass */
-    extern __shared__ uint4 xs[]; /* [rows][k/8] */
+    extern __shared__ uint4 xs[]; /* [k/8] */
     const int k8 = k / 8, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int col0 = (blockIdx.x * GEMV_WARPS + warp) * COLS;
     const uint4 *wr[COLS];
@@ -108,25 +109,18 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32, COLS == 2 && T <= 2 && !NORM 
      * after the sums (an L2 round trip at the end of the o projection, on the critical path).
      * One column a warp only: the three-CTA two-column kernel has no registers for it. */
     constexpr bool Y_EARLY = Y_F32 && COLS == 1;
-    float y_old[T];
-#pragma unroll
-    for (int t = 0; t < T; t++)
-        y_old[t] = Y_EARLY && beta != 0.0f && t < rows && lane == 0 && col0 < n
-                       ? static_cast<const float *>(y)[(size_t)t * n + col0]
-                       : 0.0f;
+    const float y_old = Y_EARLY && beta != 0.0f && lane == 0 && col0 < n ? static_cast<const float *>(y)[col0] : 0.0f;
     if (NORM) {
-        norm_rows(nx, rows, k, reinterpret_cast<__nv_bfloat16 *>(xs));
+        norm_rows(nx, 1, k, reinterpret_cast<__nv_bfloat16 *>(xs));
     } else {
         const uint4 *xg = reinterpret_cast<const uint4 *>(x);
-        for (int i = threadIdx.x; i < rows * k8; i += blockDim.x) xs[i] = xg[i];
+        for (int i = threadIdx.x; i < k8; i += blockDim.x) xs[i] = xg[i];
     }
     __syncthreads();
     if (col0 >= n) return;
-    float acc[COLS][T];
+    float acc[COLS];
 #pragma unroll
-    for (int j = 0; j < COLS; j++)
-#pragma unroll
-        for (int t = 0; t < T; t++) acc[j][t] = 0.0f;
+    for (int j = 0; j < COLS; j++) acc[j] = 0.0f;
     for (int c0 = 0; c0 < k8; c0 += 32 * GEMV_UNROLL) {
         if (c0 > 0) {
 #pragma unroll
@@ -136,58 +130,51 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32, COLS == 2 && T <= 2 && !NORM 
                 for (int j = 0; j < COLS; j++) v[j][u] = live[j] && c < k8 ? sm_load_stream(wr[j] + c) : make_uint4(0, 0, 0, 0);
             }
         }
-#pragma unroll
+#pragma unroll 2
         for (int u = 0; u < GEMV_UNROLL; u++) {
             const int c = c0 + u * 32 + lane;
             if (c >= k8) break;
-            float fw[COLS][8];
+            float fw[COLS][8], fx[8];
 #pragma unroll
             for (int j = 0; j < COLS; j++) sm_unpack8(v[j][u], fw[j]);
+            sm_unpack8(xs[c], fx);
 #pragma unroll
-            for (int t = 0; t < T; t++) {
-                if (t < rows) {
-                    float fx[8];
-                    sm_unpack8(xs[t * k8 + c], fx);
+            for (int j = 0; j < COLS; j++)
 #pragma unroll
-                    for (int j = 0; j < COLS; j++)
-#pragma unroll
-                        for (int i = 0; i < 8; i++) acc[j][t] = fmaf(fw[j][i], fx[i], acc[j][t]);
-                }
-            }
+                for (int i = 0; i < 8; i++) acc[j] = fmaf(fw[j][i], fx[i], acc[j]);
         }
     }
 #pragma unroll
-    for (int t = 0; t < T; t++) {
-        if (t < rows) { /* rows is uniform, so every lane takes part in the shuffles */
-#pragma unroll
-            for (int j = 0; j < COLS; j++) {
-                const float s = sm_warp_sum(acc[j][t]);
-                if (lane == j && live[j]) {
-                    const size_t o = (size_t)t * n + col0 + j;
-                    if (Y_F32) {
-                        float *yf = static_cast<float *>(y);
-                        yf[o] = beta != 0.0f ? s + beta * (Y_EARLY ? y_old[t] : yf[o]) : s;
-                    } else {
-                        static_cast<__nv_bfloat16 *>(y)[o] = __float2bfloat16_rn(s);
-                    }
-                }
+    for (int j = 0; j < COLS; j++) {
+        const float s = sm_warp_sum(acc[j]);
+        if (lane == j && live[j]) {
+            if (Y_F32) {
+                float *yf = static_cast<float *>(y);
+                yf[col0 + j] = beta != 0.0f ? s + beta * (Y_EARLY ? y_old : yf[col0 + j]) : s;
+            } else {
+                static_cast<__nv_bfloat16 *>(y)[col0 + j] = __float2bfloat16_rn(s);
             }
         }
     }
 }
 
-/* 3..8 rows on tensor cores. The warp-per-column kernel above spends, per 16 bytes of weights,
- * a shared-memory read of x and 8 FMAs for every row: at 8 rows that is ~200 instructions per
- * 16 bytes, and a one-wave projection (q|k|v: 320 CTAs) computes for about as long as it
- * streams (Nsight Compute, H100: 8-row q|k|v 41 us against 14 at one row). Here a CTA owns 16
+/* 2..8 rows on tensor cores. A warp per column (the kernel above) served up to 8 rows before:
+ * per 16 bytes of weights it spent a shared-memory read of x and 8 FMAs for every row, ~200
+ * instructions at 8 rows, so a one-wave projection (q|k|v: 320 CTAs) computed about as long as
+ * it streamed (Nsight Compute, H100, 8 rows: q|k|v 22.5 us, here 12.6). Here a CTA owns 16
  * output columns and its WARPS warps split k; a lane loads 16 bytes of weight rows g and g+8 and
  * of x row g (x rows past `rows` are zeros) and two mma.m16n8k16 multiply 16 columns by 8 rows,
  * with the k-permutation of moe_decode_mma.cu (a lane's 8 consecutive k feed both MMAs, the same
- * for both operands). The warps' partial sums are added in shared memory in warp order.
+ * for both operands). The warps' partial sums are added in shared memory in warp order. x comes
+ * from global memory (L2), so it needs no shared memory: the 8-row o projection (k 4096) no
+ * longer falls to cuBLASLt's split-K + reduce (9.7 + 3.6 us, here 9.8). H100, Qwen3 shape, 48
+ * layers, graphs: batch 2 / 4 / 8 4.78 / 7.70 / 12.49 -> 4.56 / 6.95 / 11.12 ms a step (with
+ * the multi-row fused attention of attention.h).
  * WARPS is 16 past k 2048, so that a whole row of k 4096 (the o projection) is requested before
  * the PDL wait, as the one-row kernel does: with 8 warps the second half came after the wait
  * (H100, Qwen3 shape, 4 rows without MoE: 2.23 -> 2.33 ms a step against the old kernel). */
-constexpr int MMA_COLS = 16, MMA_ROWS = 8, MMA_MIN_ROWS = 3;
+constexpr int MMA_COLS = 16, MMA_ROWS = 8;
+constexpr int MMA_MIN_ROWS = 2; /* H100, batch 2: 4.79 -> 4.56 ms a step against the one-row kernel with two rows */
 constexpr int MMA_STEPS = GEMV_VECTORS / 2; /* 32-wide k-steps a warp has in flight (2 vectors each) */
 
 __device__ __forceinline__ void mma_step(float c[4], const uint4 &lo, const uint4 &hi, const uint4 &x) {
@@ -286,35 +273,29 @@ void launch_mma(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *
     else sm_launch_pdl(gemv_mma_kernel<WARPS, false, NORM>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k, nx);
 }
 
-template <int T, int COLS, bool NORM>
-void launch_cols(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32, float beta,
-                 int rows, int n, int k, const norm_args &nx) {
+template <int COLS, bool NORM>
+void launch_row(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32, float beta, int n,
+                int k, const norm_args &nx) {
     const dim3 grid((unsigned)((n + GEMV_WARPS * COLS - 1) / (GEMV_WARPS * COLS))), block(GEMV_WARPS * 32);
-    const size_t smem = (size_t)rows * k * 2;
+    const size_t smem = (size_t)k * 2;
     const __nv_bfloat16 *xb = reinterpret_cast<const __nv_bfloat16 *>(x), *wb = reinterpret_cast<const __nv_bfloat16 *>(w);
-    if (y_f32) sm_launch_pdl(gemv_kernel<T, true, COLS, NORM>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k, nx);
-    else sm_launch_pdl(gemv_kernel<T, false, COLS, NORM>, grid, block, smem, stream, xb, wb, y, beta, rows, n, k, nx);
+    if (y_f32) sm_launch_pdl(gemv_row_kernel<true, COLS, NORM>, grid, block, smem, stream, xb, wb, y, beta, n, k, nx);
+    else sm_launch_pdl(gemv_row_kernel<false, COLS, NORM>, grid, block, smem, stream, xb, wb, y, beta, n, k, nx);
 }
 
-/* Two columns a warp from 4096 columns up (q|k|v of Qwen3-30B is 5120, lm_head 151936). */
-template <int T, bool NORM>
-void launch(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32, float beta, int rows,
-            int n, int k, const norm_args &nx) {
-    if (n >= 4096) launch_cols<T, 2, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
-    else launch_cols<T, 1, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
-}
-
+/* One row: two columns a warp from 4096 columns up (q|k|v of Qwen3-30B is 5120, lm_head 151936).
+ * More rows: the MMA kernel, 16 warps past k 2048. */
 template <bool NORM>
 void launch_rows(cudaStream_t stream, const sm_bf16_bits *x, const sm_bf16_bits *w, void *y, bool y_f32, float beta,
                  int rows, int n, int k, const norm_args &nx) {
     if (rows >= MMA_MIN_ROWS && k > 8 * MMA_STEPS * 32) launch_mma<16, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
     else if (rows >= MMA_MIN_ROWS) launch_mma<8, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
-    else if (rows == 1) launch<1, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
-    else launch<2, NORM>(stream, x, w, y, y_f32, beta, rows, n, k, nx);
+    else if (n >= 4096) launch_row<2, NORM>(stream, x, w, y, y_f32, beta, n, k, nx);
+    else launch_row<1, NORM>(stream, x, w, y, y_f32, beta, n, k, nx);
 }
 
-/* Rows of x in shared memory (one or two rows, and the norm-fused GEMV): the default 48 KiB per
- * block covers rows * k up to 24576 values. The MMA kernel reads x from global memory. */
+/* x in shared memory (one row, and the norm-fused GEMV): the default 48 KiB per block covers
+ * rows * k up to 24576 values. The MMA kernel reads x from global memory otherwise. */
 constexpr size_t GEMV_SMEM_MAX = 48 * 1024;
 
 } // namespace
@@ -335,8 +316,8 @@ extern "C" bool sm_cuda_gemv_norm_fits(int rows, int n, int k, const void *w) {
 }
 
 static sm_status check(const void *w, void *y, bool y_f32, float beta, int rows, int n, int k, bool fits, sm_error *err) {
-    NEED(fits, "gemv: shape rows %d n %d k %d not supported (rows 1..%d, k %% 8 == 0, 16-byte aligned operands; "
-         "rows*k*2 <= %zu below %d rows and with the norm fused)", rows, n, k, SM_GEMV_MAX_ROWS, GEMV_SMEM_MAX, MMA_MIN_ROWS);
+    NEED(fits, "gemv: shape rows %d n %d k %d not supported (rows 1..%d, k %% 8 == 0, 16-byte aligned operands; one row "
+         "or the norm fused: rows*k*2 <= %zu)", rows, n, k, SM_GEMV_MAX_ROWS, GEMV_SMEM_MAX);
     NEED(w && y, "gemv: NULL pointer (w %p, y %p)", w, y);
     NEED(beta == 0.0f || y_f32, "gemv: beta %g needs an fp32 y", (double)beta);
     return SM_OK;

@@ -4,10 +4,10 @@
  *
  * Same contract as sm_gemm_lt_xwt (src/cuda/gemm_lt.h): x [rows, k] and w [n, k] BF16 row-major,
  * y [rows, n] fp32 (beta 0 or 1: 1 adds into y, the residual stream) or BF16 (beta must be 0).
- * One or two rows: one warp per output column streams that weight row with 16-byte loads past
- * L1; three to eight: a CTA per 16 columns multiplies them with the rows on tensor cores
- * (mma.m16n8k16), its warps splitting k, reading x from global memory (L2). Below three rows
- * and in the norm-fused GEMV the rows of x sit in shared memory (rows * k * 2 <= 48 KiB). Needs rows <= SM_GEMV_MAX_ROWS, k % 8 == 0, x and w 16-byte aligned.
+ * One row: one warp per output column streams that weight row with 16-byte loads past L1; two
+ * to eight: a CTA per 16 columns multiplies them with the rows on tensor cores (mma.m16n8k16),
+ * its warps splitting k, reading x from global memory (L2). For one row and in the norm-fused
+ * GEMV the rows of x sit in shared memory (rows * k * 2 <= 48 KiB). Needs rows <= SM_GEMV_MAX_ROWS, k % 8 == 0, x and w 16-byte aligned.
  * CPU twin: a double loop (tests/gpu/test_gemv.c). */
 #ifndef SM_GEMV_H
 #define SM_GEMV_H

@@ -124,9 +124,10 @@ static void test_refusals(void) {
     CHECK(sm_cuda_gemv_xwt(0, (void *)d, (void *)d, d, true, 0, 9, 8, 8, &err) == SM_EINVAL, "rows 9 accepted");
     CHECK(strstr(err.msg, "rows 9") != NULL, "message names the rows: %s", err.msg);
     CHECK(sm_cuda_gemv_xwt(0, (void *)d, (void *)d, d, true, 0, 1, 8, 12, &err) == SM_EINVAL, "k 12 accepted");
-    CHECK(!sm_cuda_gemv_fits(2, 8, 12296, d, d) && sm_cuda_gemv_fits(2, 8, 12288, d, d),
-          "1-2 rows: x rows beyond 48 KiB of shared memory");
-    CHECK(sm_cuda_gemv_fits(8, 8, 16384, d, d), "3-8 rows read x from global memory: no shared-memory limit");
+    CHECK(!sm_cuda_gemv_fits(1, 8, 24584, d, d) && sm_cuda_gemv_fits(1, 8, 24576, d, d),
+          "one row: x beyond 48 KiB of shared memory");
+    CHECK(sm_cuda_gemv_fits(8, 8, 16384, d, d) && sm_cuda_gemv_fits(2, 8, 16384, d, d),
+          "2-8 rows read x from global memory: no shared-memory limit");
     CHECK(!sm_cuda_gemv_norm_fits(6, 8, 4096, d) && sm_cuda_gemv_norm_fits(5, 8, 4096, d),
           "norm-fused: the rows and the norm's partial sums beyond 48 KiB");
     CHECK(sm_cuda_gemv_xwt(0, (void *)d, (void *)(d + 2), d, true, 0, 1, 8, 8, &err) == SM_EINVAL, "misaligned w accepted");
