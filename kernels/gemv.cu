@@ -130,7 +130,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32, COLS == 2 && !NORM ? 3 : 1)
                 for (int j = 0; j < COLS; j++) v[j][u] = live[j] && c < k8 ? sm_load_stream(wr[j] + c) : make_uint4(0, 0, 0, 0);
             }
         }
-#pragma unroll 2
+#pragma unroll
         for (int u = 0; u < GEMV_UNROLL; u++) {
             const int c = c0 + u * 32 + lane;
             if (c >= k8) break;
