@@ -45,7 +45,7 @@
 #define PROMPT_RUN_MIN_ROWS 128
 #define GRAPH_SLOTS 64
 /* rows up to which the RMSNorm goes inside the GEMV after it (see instance_create) */
-#define NORM_GEMV_MAX_ROWS 4
+#define NORM_GEMV_MAX_ROWS 1
 
 typedef struct step_graph {
     int n_rows, n_logits;
@@ -178,13 +178,23 @@ static sm_status instance_create(dev_weights *w, const sm_model_opts *opts, int 
     m->max_context = max_context;
     m->eager = opts && opts->eager;
     m->leave_out_moe = opts && opts->leave_out_moe;
-    /* Every CTA of a norm-in GEMV recomputes the norm of all rows from the fp32 residual: up to
-     * four rows that costs less than the launch it saves, at eight far more (H100, Qwen3-30B
-     * shape: q|k|v 41 us against 14 at one row; decode step b2 4.78 ms fused against 4.90, b4
-     * 7.64 against 7.69, b8 12.92 against 12.49). SPECMOE_NORM_GEMV_MAX_ROWS overrides the limit
-     * (A/B). */
+    /* Every CTA of a norm-in GEMV recomputes the norm of all rows from the fp32 residual. At one
+     * row that costs less than the launch it saves; from two rows, where the GEMV runs on tensor
+     * cores and is otherwise short, it costs more (H100, Qwen3-30B shape, decode step: b2 4.55 ms
+     * fused against 4.52, b4 6.95 against 6.80; without the MoE blocks b4 1.96 against 1.51).
+     * SPECMOE_NORM_GEMV_MAX_ROWS overrides the limit (A/B). */
     const char *norm_rows = getenv("SPECMOE_NORM_GEMV_MAX_ROWS");
-    m->norm_gemv_max_rows = norm_rows ? atoi(norm_rows) : NORM_GEMV_MAX_ROWS;
+    m->norm_gemv_max_rows = NORM_GEMV_MAX_ROWS;
+    if (norm_rows) {
+        char *end;
+        long v = strtol(norm_rows, &end, 10);
+        if (end == norm_rows || *end || v < 0 || v > SM_GEMV_MAX_ROWS) {
+            s = sm_fail(err, SM_EINVAL, "SPECMOE_NORM_GEMV_MAX_ROWS=%s: not a row count 0..%d", norm_rows,
+                        SM_GEMV_MAX_ROWS);
+            goto fail;
+        }
+        m->norm_gemv_max_rows = (int)v;
+    }
     const sm_model_config *c = w->cfg;
     size_t kv_bytes = sm_cuda_model_kv_bytes(c, max_seqs, max_context), ws_bytes = ws_layout(m, NULL);
     if (check_fit) {

@@ -1,7 +1,8 @@
 /* The model on device "cuda" against the CPU reference (device "cpu"), through the public API:
  *  - logits of every fixture (tests/fixtures/models/, experiments/models/{target,draft}): a
  *    12-row prefill then 4 single-row decode steps;
- *  - a mixed batch (prefill rows of one sequence + decode rows of another in one forward);
+ *  - a mixed batch (prefill rows of one sequence + decode rows of another in one forward), and a
+ *    decode batch (one row of each sequence: the fused multi-row decode attention);
  *  - truncate then re-score different tokens at the truncated positions;
  *  - CUDA graph replays give the logits of eager steps (same kernels: bit for bit);
  *  - a route observer sees, per MoE layer, the same routing from a graphed GPU step as from an
@@ -117,7 +118,7 @@ static void test_fixtures(void) {
     CHECK(fixtures_compared >= 8, "only %d fixture models compared", fixtures_compared);
 }
 
-/* Mixed batch and truncate, CPU and GPU through the same calls. */
+/* Mixed batch, truncate and a decode batch, CPU and GPU through the same calls (8 rows of logits). */
 static void scenario(sm_model *m, float *out, int V) {
     sm_error err = {0};
     /* seq 1: 5-token prompt first */
@@ -135,7 +136,11 @@ static void scenario(sm_model *m, float *out, int V) {
     sm_row again[2] = {{.seq = 0, .token = 17 % V, .pos = 3, .want_logits = true},
                        {.seq = 0, .token = 23 % V, .pos = 4, .want_logits = true}};
     CHECK_OK(sm_model_forward(m, again, 2, NULL, out + (size_t)4 * V, &err), &err);
-    CHECK(sm_model_seq_length(m, 0) == 5 && sm_model_seq_length(m, 1) == 7, "lengths after the scenario: %d, %d",
+    /* a decode batch: one new row of each sequence */
+    sm_row batch[2] = {{.seq = 1, .token = 29 % V, .pos = 7, .want_logits = true},
+                       {.seq = 0, .token = 31 % V, .pos = 5, .want_logits = true}};
+    CHECK_OK(sm_model_forward(m, batch, 2, NULL, out + (size_t)6 * V, &err), &err);
+    CHECK(sm_model_seq_length(m, 0) == 6 && sm_model_seq_length(m, 1) == 8, "lengths after the scenario: %d, %d",
           sm_model_seq_length(m, 0), sm_model_seq_length(m, 1));
 }
 
@@ -143,12 +148,12 @@ static void test_mixed_and_truncate(const char *dir) {
     sm_model *cpu = load(dir, "cpu", 2, 32), *gpu = load(dir, "cuda", 2, 32);
     if (!cpu || !gpu) { sm_model_free(cpu); sm_model_free(gpu); return; }
     int V = sm_model_cfg(cpu)->vocab_size;
-    float *ref = calloc((size_t)6 * V, 4), *got = calloc((size_t)6 * V, 4);
+    float *ref = calloc((size_t)8 * V, 4), *got = calloc((size_t)8 * V, 4);
     scenario(cpu, ref, V);
     scenario(gpu, got, V);
-    double e = worst_rel(got, ref, 6, V);
-    CHECK(e < LOGITS_TOL, "%s: mixed batch + truncate: worst rel L2 %.3g", dir, e);
-    printf("%s: mixed prefill/decode batch + truncate/re-score: worst rel L2 %.2e\n", dir, e);
+    double e = worst_rel(got, ref, 8, V);
+    CHECK(e < LOGITS_TOL, "%s: mixed batch + truncate + decode batch: worst rel L2 %.3g", dir, e);
+    printf("%s: mixed prefill/decode batch + truncate/re-score + decode batch: worst rel L2 %.2e\n", dir, e);
     free(ref); free(got);
     sm_model_free(cpu); sm_model_free(gpu);
 }
@@ -420,8 +425,23 @@ static void test_prompt_attention(const char *src, bool moe, int chunk, int spli
     rmdir(dir);
 }
 
+/* An A/B knob with a value that is not a row count stops the load with a message naming it (it
+ * used to be read with atoi, so a typo silently meant 0). */
+static void test_bad_knob(void) {
+    setenv("SPECMOE_NORM_GEMV_MAX_ROWS", "four", 1);
+    sm_model_opts o = {.n_threads = 2, .max_seqs = 1, .max_context = 16, .device = "cuda"};
+    sm_model *m = NULL;
+    sm_error err = {0};
+    sm_status s = sm_model_load("tests/fixtures/models/qwen3", &o, &m, &err);
+    CHECK(s != SM_OK && strstr(err.msg, "SPECMOE_NORM_GEMV_MAX_ROWS=four"), "a bad SPECMOE_NORM_GEMV_MAX_ROWS: %s",
+          s ? err.msg : "loaded");
+    sm_model_free(m);
+    unsetenv("SPECMOE_NORM_GEMV_MAX_ROWS");
+}
+
 int main(void) {
     gpu_test_require_device("test_gpu_forward");
+    test_bad_knob();
     test_prompt_attention("tests/fixtures/models/qwen3", false, 0, 0);
     test_prompt_attention("tests/fixtures/models/qwen3", false, 0, 100);   /* a 140-row prefill from p0 = 100 */
     test_prompt_attention("tests/fixtures/models/qwen3", false, 128, 0);   /* 128 rows, then 112 by the fp32 kernel */
