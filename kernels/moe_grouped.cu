@@ -326,7 +326,8 @@ int decode_tile(const sm_moe_grouped_args *a, int K) {
 /* AUTO's choice, from `specmoe bench moe-layer --regimes ...` (bench/RESULTS.md):
  * - fewer assignments than experts (under one token per expert on average): the SIMT decode
  *   kernel, whose one-warp-per-column streaming wins when an expert sees one token (Qwen3 shape
- *   at 1-8 tokens, Mixtral at 1-2);
+ *   at 1-4 tokens, Mixtral at 1-2) — but small experts take decode-mma from half a token per
+ *   expert (Qwen3 at 8 tokens, see pick);
  * - from one token per expert: decode-mma, which reads each weight once for all of an expert's
  *   tokens, up to a few tokens per expert, then the tensor-core prefill tiles — prefill-wgmma
  *   when allowed (H200, 4096 tokens: Qwen3 427 TFLOP/s against prefill-mma's 194, Mixtral 527
@@ -350,14 +351,20 @@ sm_moe_regime pick(const sm_moe_grouped_args *a, int K, int N) {
     default: return a->regime;
     }
     const int expected = expected_per_expert(a);
-    const bool wgmma = a->auto_allow & SM_MOE_ALLOW_PREFILL_WGMMA;
+    const bool wgmma = a->auto_allow & SM_MOE_ALLOW_PREFILL_WGMMA, dmma = a->auto_allow & SM_MOE_ALLOW_DECODE_MMA;
+    /* one size for both projections, so gate_up and down hand over at the same point */
+    const bool small = (size_t)a->hidden * a->ffn * 2 <= SMALL_EXPERT_MATRIX_BYTES;
     if (a->n_assign >= a->num_experts) {
-        /* one size for both projections, so gate_up and down hand over at the same point */
-        const bool small = (size_t)a->hidden * a->ffn * 2 <= SMALL_EXPERT_MATRIX_BYTES;
         const int dmma_max = !wgmma ? DECODE_MMA_AUTO_MAX : small ? DECODE_MMA_WGMMA_MAX_SMALL : DECODE_MMA_WGMMA_MAX_LARGE;
-        if ((a->auto_allow & SM_MOE_ALLOW_DECODE_MMA) && expected <= dmma_max) return SM_MOE_REGIME_DECODE_MMA;
+        if (dmma && expected <= dmma_max) return SM_MOE_REGIME_DECODE_MMA;
         if (wgmma) return SM_MOE_REGIME_PREFILL_WGMMA;
     }
+    /* Small experts from half a token per expert: some experts then hold 2-3 tokens, which the
+     * SIMT kernel's one-token tile reads once each and decode-mma once for all (H100, Qwen3
+     * shape, 8 tokens = 64 assignments on 128 experts: 199.7 against 211.7 us; 4 tokens: 114.7
+     * against 112.4, so not below half). Large experts stream at 93-98% either way and keep the
+     * SIMT kernel (Mixtral, 2 tokens: 474.9 against decode-mma's 510.2). */
+    if (dmma && small && 2 * a->n_assign >= a->num_experts) return SM_MOE_REGIME_DECODE_MMA;
     /* Decode re-reads an expert's weights once per tile of T tokens; past one tile the
      * tensor-core tiles (64 tokens per weight read) win. */
     if (expected <= decode_tile(a, K)) return SM_MOE_REGIME_DECODE;

@@ -98,7 +98,10 @@ static void test_moe_regime_pick(void) {
     a.auto_allow |= SM_MOE_ALLOW_DECODE_MMA;
     CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_DECODE_MMA, "AUTO, decode-mma allowed, 1/expert: decode-mma");
     a.n_assign = 4;
-    CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_DECODE, "AUTO, decode-mma allowed, 1/2 per expert: decode");
+    CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_DECODE_MMA,
+          "AUTO, decode-mma allowed, small experts, 1/2 per expert: decode-mma");
+    a.n_assign = 3;
+    CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_DECODE, "AUTO, decode-mma allowed, 3 of 8 experts: decode");
     a.n_assign = 8 * 17;
     CHECK(sm_moe_regime_pick(&a, false) == SM_MOE_REGIME_PREFILL_MMA, "AUTO, 17 per expert: prefill-mma");
     a.auto_allow |= SM_MOE_ALLOW_PREFILL_WGMMA;
@@ -107,7 +110,9 @@ static void test_moe_regime_pick(void) {
     a.n_assign = 8;
     CHECK(sm_moe_regime_pick(&a, true) == SM_MOE_REGIME_PREFILL_WGMMA, "AUTO, small experts, 1/expert: wgmma");
     a.n_assign = 7;
-    CHECK(sm_moe_regime_pick(&a, true) == SM_MOE_REGIME_DECODE, "AUTO, small experts, 7 of 8 experts: decode");
+    CHECK(sm_moe_regime_pick(&a, true) == SM_MOE_REGIME_DECODE_MMA, "AUTO, small experts, 7 of 8 experts: decode-mma");
+    a.n_assign = 3;
+    CHECK(sm_moe_regime_pick(&a, true) == SM_MOE_REGIME_DECODE, "AUTO, small experts, 3 of 8 experts: decode");
     a.hidden = 4096, a.ffn = 14336, a.n_assign = 16;
     CHECK(sm_moe_regime_pick(&a, true) == SM_MOE_REGIME_DECODE_MMA, "AUTO, Mixtral experts, 2/expert: decode-mma");
     a.n_assign = 24;
