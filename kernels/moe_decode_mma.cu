@@ -46,13 +46,30 @@ __device__ __forceinline__ void mma_step(float c[4], const uint4 &lo, const uint
     sm_mma_16816(c, lo.z, hi.z, lo.w, hi.w, x.z, x.w);
 }
 
-template <int NT, bool GATED>
+/* EARLY (down only): the chained down of moe_grouped.cu's decode kernel, here too: gate_up waits
+ * before it signals its dependents, so down starts only once the offsets' writer (the routing
+ * launch) has completed; down then reads the offsets through L2 (__ldcg), finds its expert and
+ * requests its first weights before its own PDL wait — the one exception to the PDL contract of
+ * kernel_common.cuh, argued in moe_grouped.cu. */
+template <int NT, bool GATED, bool EARLY>
 __global__ void __launch_bounds__(DM_THREADS)
     decode_mma_kernel(const __nv_bfloat16 *__restrict__ in, const __nv_bfloat16 *__restrict__ w,
                       const float *__restrict__ weight, __nv_bfloat16 *__restrict__ out,
                       const int *__restrict__ offsets, int num_experts, int K, int N) {
-    sm_pdl_trigger(); /* PDL: see kernel_common.cuh */
-    sm_pdl_wait();
+    static_assert(!(GATED && EARLY), "only the down projection starts early");
+    if (GATED) {
+        sm_pdl_wait();
+        sm_pdl_trigger();
+    } else {
+        sm_pdl_trigger();
+        if (!EARLY) sm_pdl_wait();
+    }
+    extern __shared__ int early_offsets[]; /* EARLY: [num_experts + 1] */
+    if (EARLY) {
+        for (int i = threadIdx.x; i <= num_experts; i += blockDim.x) early_offsets[i] = __ldcg(offsets + i);
+        __syncthreads();
+        offsets = early_offsets;
+    }
     constexpr int NB = GATED ? 2 : 1;                 /* gate and up, or down */
     constexpr int UK = (GATED || NT >= 4) ? 2 : 4;    /* k-steps in flight per warp: 8 weight loads per lane */
     constexpr int TP = 8 * NT;                        /* tokens per pass */
@@ -73,6 +90,25 @@ __global__ void __launch_bounds__(DM_THREADS)
         wrow[nb][1] = reinterpret_cast<const uint4 *>(we + ((size_t)nb * N + (hi_ok ? n0 + 8 + g : 0)) * K);
     }
     const uint4 zero = make_uint4(0, 0, 0, 0);
+    uint4 vw[UK][NB][2];
+    auto load_w = [&](int s0) {
+#pragma unroll
+        for (int u = 0; u < UK; u++) {
+            const int k8 = (s0 + u * DM_WARPS) * 4 + t; /* this lane's 16 bytes of the step */
+            const bool kok = k8 < K8;                   /* also false past the last step */
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++) {
+                vw[u][nb][0] = kok && lo_ok ? sm_load_stream(wrow[nb][0] + k8) : zero;
+                vw[u][nb][1] = kok && hi_ok ? sm_load_stream(wrow[nb][1] + k8) : zero;
+            }
+        }
+    };
+    bool w_loaded = false;
+    if (EARLY) { /* the first weights before the wait; the tokens (gate_up's act) after it */
+        load_w(warp);
+        w_loaded = true;
+        sm_pdl_wait();
+    }
 
     for (int p0 = 0; p0 < rows; p0 += TP) {
         const int np = min(TP, rows - p0);
@@ -93,16 +129,13 @@ __global__ void __launch_bounds__(DM_THREADS)
                 for (int q = 0; q < 4; q++) acc[nb][j][q] = 0.0f;
 
         for (int s0 = warp; s0 < S; s0 += DM_WARPS * UK) {
-            uint4 vw[UK][NB][2], vx[UK][NT];
+            uint4 vx[UK][NT];
+            if (!w_loaded) load_w(s0); /* every load of the batch first: bytes in flight */
+            w_loaded = false;
 #pragma unroll
-            for (int u = 0; u < UK; u++) { /* every load of the batch first: bytes in flight */
-                const int k8 = (s0 + u * DM_WARPS) * 4 + t; /* this lane's 16 bytes of the step */
-                const bool kok = k8 < K8;                   /* also false past the last step */
-#pragma unroll
-                for (int nb = 0; nb < NB; nb++) {
-                    vw[u][nb][0] = kok && lo_ok ? sm_load_stream(wrow[nb][0] + k8) : zero;
-                    vw[u][nb][1] = kok && hi_ok ? sm_load_stream(wrow[nb][1] + k8) : zero;
-                }
+            for (int u = 0; u < UK; u++) {
+                const int k8 = (s0 + u * DM_WARPS) * 4 + t;
+                const bool kok = k8 < K8;
 #pragma unroll
                 for (int j = 0; j < NT; j++) vx[u][j] = kok && xok[j] ? __ldg(xrow[j] + k8) : zero;
             }
@@ -145,17 +178,20 @@ __global__ void __launch_bounds__(DM_THREADS)
 }
 
 template <int NT>
-cudaError_t launch_nt(bool gated, cudaStream_t s, const sm_moe_grouped_args *a, const void *in, const void *w,
-                      const float *weight, void *out, int K, int N) {
+cudaError_t launch_nt(bool gated, bool early, cudaStream_t s, const sm_moe_grouped_args *a, const void *in,
+                      const void *w, const float *weight, void *out, int K, int N) {
     const int slots = a->n_assign < a->num_experts ? a->n_assign : a->num_experts;
     const dim3 grid((unsigned)((N + DM_COLS - 1) / DM_COLS), (unsigned)slots);
     const __nv_bfloat16 *x = static_cast<const __nv_bfloat16 *>(in), *wb = static_cast<const __nv_bfloat16 *>(w);
     __nv_bfloat16 *o = static_cast<__nv_bfloat16 *>(out);
     if (gated)
-        sm_launch_pdl(decode_mma_kernel<NT, true>, grid, DM_THREADS, 0, s, x, wb, weight, o, a->expert_offsets,
+        sm_launch_pdl(decode_mma_kernel<NT, true, false>, grid, DM_THREADS, 0, s, x, wb, weight, o, a->expert_offsets,
                       a->num_experts, K, N);
+    else if (early)
+        sm_launch_pdl(decode_mma_kernel<NT, false, true>, grid, DM_THREADS, (size_t)(a->num_experts + 1) * sizeof(int),
+                      s, x, wb, weight, o, a->expert_offsets, a->num_experts, K, N);
     else
-        sm_launch_pdl(decode_mma_kernel<NT, false>, grid, DM_THREADS, 0, s, x, wb, weight, o, a->expert_offsets,
+        sm_launch_pdl(decode_mma_kernel<NT, false, false>, grid, DM_THREADS, 0, s, x, wb, weight, o, a->expert_offsets,
                       a->num_experts, K, N);
     return cudaSuccess;
 }
@@ -177,11 +213,11 @@ int decode_tokens_per_pass(const sm_moe_grouped_args *a) {
 }
 
 cudaError_t launch_decode(bool gated, cudaStream_t s, const sm_moe_grouped_args *a, const void *in, const void *w,
-                          const float *weight, void *out, int K, int N) {
+                          const float *weight, void *out, int K, int N, bool early) {
     switch (decode_tokens_per_pass(a)) {
-    case 8: return launch_nt<1>(gated, s, a, in, w, weight, out, K, N);
-    case 16: return launch_nt<2>(gated, s, a, in, w, weight, out, K, N);
-    default: return launch_nt<4>(gated, s, a, in, w, weight, out, K, N);
+    case 8: return launch_nt<1>(gated, early, s, a, in, w, weight, out, K, N);
+    case 16: return launch_nt<2>(gated, early, s, a, in, w, weight, out, K, N);
+    default: return launch_nt<4>(gated, early, s, a, in, w, weight, out, K, N);
     }
 }
 

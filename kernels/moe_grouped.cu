@@ -364,7 +364,8 @@ sm_moe_regime pick(const sm_moe_grouped_args *a, int K, int N) {
      * shape, 8 tokens = 64 assignments on 128 experts: 199.7 against 211.7 us; 4 tokens: 114.7
      * against 112.4, so not below half). Large experts stream at 93-98% either way and keep the
      * SIMT kernel (Mixtral, 2 tokens: 474.9 against decode-mma's 510.2). */
-    if (dmma && small && 2 * a->n_assign >= a->num_experts) return SM_MOE_REGIME_DECODE_MMA;
+    if (dmma && small && 2 * a->n_assign >= a->num_experts && a->n_assign < a->num_experts)
+        return SM_MOE_REGIME_DECODE_MMA;
     /* Decode re-reads an expert's weights once per tile of T tokens; past one tile the
      * tensor-core tiles (64 tokens per weight read) win. */
     if (expected <= decode_tile(a, K)) return SM_MOE_REGIME_DECODE;
@@ -561,13 +562,17 @@ extern "C" sm_status sm_cuda_moe_gate_up_routed(cudaStream_t stream, const sm_mo
 extern "C" sm_status sm_cuda_moe_down_chained(cudaStream_t stream, const sm_moe_grouped_args *a,
                                               const sm_bf16_bits *act, const sm_bf16_bits *w_down, const float *weight,
                                               sm_bf16_bits *y, sm_error *err) {
+    /* both projections in the same decode kernel family: its gate_up waits before it signals */
+    const sm_moe_regime up = a ? pick(a, a->hidden, a->ffn) : SM_MOE_REGIME_AUTO;
     const bool early = a && (a->auto_allow & SM_MOE_ALLOW_EARLY_DOWN) && a->n_assign > 0 &&
-                       pick(a, a->hidden, a->ffn) == SM_MOE_REGIME_DECODE &&
-                       pick(a, a->ffn, a->hidden) == SM_MOE_REGIME_DECODE;
+                       (up == SM_MOE_REGIME_DECODE || up == SM_MOE_REGIME_DECODE_MMA) &&
+                       pick(a, a->ffn, a->hidden) == up;
     if (!early) return sm_cuda_moe_down(stream, a, act, w_down, weight, y, err);
     SM_TRY(check_args("moe_down_chained", a, act, w_down, y, err));
     if (!weight) return sm_fail(err, SM_EINVAL, "moe_down_chained: NULL routing weights");
-    cudaError_t e = launch_decode<false>(stream, a, act, w_down, weight, y, a->ffn, a->hidden, {}, true);
+    cudaError_t e = up == SM_MOE_REGIME_DECODE
+                        ? launch_decode<false>(stream, a, act, w_down, weight, y, a->ffn, a->hidden, {}, true)
+                        : sm_moe_mma::launch_decode(false, stream, a, act, w_down, weight, y, a->ffn, a->hidden, true);
     return finish("moe_down_chained", e, err);
 }
 

@@ -124,10 +124,11 @@ sm_status sm_cuda_moe_down(cudaStream_t stream, const sm_moe_grouped_args *a, co
 
 /* sm_cuda_moe_down launched on the same stream right after sm_cuda_moe_gate_up with the same
  * args (not after sm_cuda_moe_gate_up_routed, which writes the offsets itself). Where both
- * projections run the decode regime (and SM_MOE_ALLOW_EARLY_DOWN is in auto_allow), every CTA
- * reads the expert offsets, finds its expert and requests its first weights BEFORE waiting for
- * gate_up (programmatic dependent launch): the decode gate_up lets its dependents start only
- * after its own wait, when the offsets' writer has completed. Otherwise it is sm_cuda_moe_down.
+ * projections run the decode regime, or both decode-mma (and SM_MOE_ALLOW_EARLY_DOWN is in
+ * auto_allow), every CTA reads the expert offsets, finds its expert and requests its first
+ * weights BEFORE waiting for gate_up (programmatic dependent launch): those gate_up kernels let
+ * their dependents start only after their own wait, when the offsets' writer has completed.
+ * Otherwise it is sm_cuda_moe_down.
  * y is bit for bit sm_cuda_moe_down's. */
 sm_status sm_cuda_moe_down_chained(cudaStream_t stream, const sm_moe_grouped_args *a, const sm_bf16_bits *act,
                                    const sm_bf16_bits *w_down, const float *weight, sm_bf16_bits *y, sm_error *err);

@@ -21,8 +21,11 @@ namespace sm_moe_mma {
  * out [n_assign, N]; weight (routing weights) only for the down projection. Arguments are
  * checked by the caller. They return the first CUDA error of setting attributes; the launch
  * error itself is read by the caller with cudaGetLastError. */
+/* early (down only): find the expert and request the first weights before the PDL wait — only
+ * after a decode-mma gate_up, which signals its dependents after its own wait (the chained down
+ * of moe_grouped.cu). */
 cudaError_t launch_decode(bool gated, cudaStream_t s, const sm_moe_grouped_args *a, const void *in, const void *w,
-                          const float *weight, void *out, int K, int N);
+                          const float *weight, void *out, int K, int N, bool early = false);
 cudaError_t launch_prefill(bool gated, cudaStream_t s, const sm_moe_grouped_args *a, const void *in, const void *w,
                            const float *weight, void *out, int K, int N);
 
