@@ -70,7 +70,7 @@ __device__ __forceinline__ void norm_rows(const norm_args &a, int rows, int k, _
  * COLS: output columns per warp. Two on wide projections (q|k|v, lm_head) halve the CTAs at
  * the same bytes in flight per warp, so the grid fits the machine in about one wave.
  * NORM: x is made in shared memory by norm_rows from the fp32 residual (nx) instead of read.
- * Three CTAs an SM for two columns a warp (80 registers, a 16-byte spill): q|k|v of Qwen3-30B
+ * Three CTAs an SM for two columns a warp (80 registers, a 44-byte spill): q|k|v of Qwen3-30B
  * is 320 CTAs, and at two an SM the 56 past the first 264 could request their weights only
  * after the PDL wait (H200, batch 1: 2.90 -> 2.83 ms a step). At one row this kernel beat the
  * MMA kernel (H100, batch 1: 3.20 against 3.33 ms a step; the one-row q|k|v 13.9 against 16.1
@@ -212,7 +212,7 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS == 8 ? 2 : 1)
         }
     };
     const int first = warp * MMA_STEPS, stride = WARPS * MMA_STEPS;
-    load_pass(first); /* weights before the PDL wait, as in gemv_kernel */
+    load_pass(first); /* weights before the PDL wait, as in gemv_row_kernel */
     if (NORM) {
         __nv_bfloat16 *ws = reinterpret_cast<__nv_bfloat16 *>(xs);
         for (int i = threadIdx.x; i < k; i += blockDim.x) ws[i] = nx.weight[i];
