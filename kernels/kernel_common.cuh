@@ -225,8 +225,8 @@ __device__ __forceinline__ void sm_cp_async_wait() {
  * paying a launch and a ramp-up; launched with sm_launch_pdl, a kernel may be scheduled while
  * the one before it is still finishing. Contract of such a kernel: before sm_pdl_wait() it only
  * reads data no kernel of the step writes (weights; one exception, argued where it is made: the
- * MoE down projection after a plain decode gate_up reads the expert offsets, moe_grouped.cu)
- * and writes nothing; sm_pdl_wait() returns
+ * MoE down projection after a decode or decode-mma gate_up reads the expert offsets,
+ * moe_grouped.cu and moe_decode_mma.cu) and writes nothing; sm_pdl_wait() returns
  * once every earlier kernel of the stream has completed and its writes are visible.
  * sm_pdl_trigger() lets the next kernel be scheduled early. Both are no-ops for a kernel
  * launched without the attribute (<<<>>>), so the same kernel serves both launches. */

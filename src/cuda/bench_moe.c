@@ -340,11 +340,9 @@ static void print_row(const sm_bench_moe_opts *o, const row *w, bool header) {
     const int rw = o->n_regimes > 0 ? 28 : 15; /* "auto=prefill-mma/prefill-mma" */
     if (header)
         fprintf(f, "%-9s %-9s %6s %7s %6s %-*s %10s %9s %7s %8s %9s %7s\n", "runner", "routing", "tokens", "assign",
-                "active", rw,
-                "regime", "time_us", "GB/s", "%copy", "TFLOP/s", "denseTF", "%dense");
+                "active", rw, "regime", "time_us", "GB/s", "%copy", "TFLOP/s", "denseTF", "%dense");
     fprintf(f, "%-9s %-9s %6d %7d %6d %-*s %10.1f %9.0f %6.1f%% %8.2f %9.1f %6.1f%%\n", w->runner, w->routing, w->tokens,
-            w->n_assign,
-            w->active, rw, w->regime, w->us, bw / 1e9, 100 * bw / w->copy_bw, tf / 1e12, w->dense / 1e12,
+            w->n_assign, w->active, rw, w->regime, w->us, bw / 1e9, 100 * bw / w->copy_bw, tf / 1e12, w->dense / 1e12,
             100 * tf / w->dense);
 }
 
