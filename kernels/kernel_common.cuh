@@ -230,14 +230,58 @@ __device__ __forceinline__ void sm_cp_async_wait() {
  * once every earlier kernel of the stream has completed and its writes are visible.
  * sm_pdl_trigger() lets the next kernel be scheduled early. Both are no-ops for a kernel
  * launched without the attribute (<<<>>>), so the same kernel serves both launches. */
+#ifdef SPECMOE_PDL_TRACE
+/* The timeline of pdl_trace.h: one record per block and hook, from thread 0. */
+struct sm_pdl_trace_rec {
+    unsigned long long grid, t_before, t_after;
+    unsigned block, grid_blocks, sm, kind;
+};
+void sm_pdl_trace_register(cudaError_t (*set)(void *)); /* pdl_trace.cu */
+namespace {
+__device__ unsigned long long *sm_pdl_trace_buf; /* this .cu file's copy: [0] count, [1] capacity, records */
+struct sm_pdl_trace_unit {
+    static cudaError_t set(void *p) { return cudaMemcpyToSymbol(sm_pdl_trace_buf, &p, sizeof p); }
+    sm_pdl_trace_unit() { sm_pdl_trace_register(set); }
+} sm_pdl_trace_unit_here;
+} // namespace
+__device__ __forceinline__ unsigned long long sm_global_timer() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+__device__ __forceinline__ void sm_pdl_trace_note(unsigned kind, unsigned long long t_before, unsigned long long t_after) {
+    unsigned long long *h = sm_pdl_trace_buf;
+    if (!h || threadIdx.x + threadIdx.y + threadIdx.z != 0) return;
+    const unsigned long long i = atomicAdd(h, 1ull);
+    if (i >= h[1]) return;
+    unsigned long long grid;
+    unsigned sm;
+    asm volatile("mov.u64 %0, %%gridid;" : "=l"(grid));
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+    sm_pdl_trace_rec *r = reinterpret_cast<sm_pdl_trace_rec *>(h + 2) + i;
+    *r = {grid, t_before, t_after, blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z),
+          gridDim.x * gridDim.y * gridDim.z, sm, kind};
+}
+#endif
+
 __device__ __forceinline__ void sm_pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#ifdef SPECMOE_PDL_TRACE
+    const unsigned long long t = sm_global_timer();
     asm volatile("griddepcontrol.wait;" ::: "memory");
+    sm_pdl_trace_note(1, t, sm_global_timer());
+#else
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
 #endif
 }
 
 __device__ __forceinline__ void sm_pdl_trigger() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#ifdef SPECMOE_PDL_TRACE
+    const unsigned long long t = sm_global_timer();
+    sm_pdl_trace_note(0, t, t);
+#endif
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }

@@ -48,7 +48,7 @@ static int parse_list(const char *text, int **out, int *n) {
 
 int sm_cmd_bench_decode(int argc, char **argv) {
     const char *preset = NULL, *model = NULL, *weights = NULL, *batches_text = "1,2,4,8,16,32,64", *runner = NULL;
-    const char *drafter = NULL, *draft_dir = NULL, *draft_runner = NULL;
+    const char *drafter = NULL, *draft_dir = NULL, *draft_runner = NULL, *pdl_trace = NULL;
     int k = 4, top_k = 0;
     double temperature = 0, top_p = 1;
     int seed = 0, prompt = 32, steps = 20, warmup = 3, layers = 0, chunk = 0;
@@ -70,6 +70,9 @@ int sm_cmd_bench_decode(int argc, char **argv) {
         {"leave-out-moe", SM_ARG_FLAG, &leave_out_moe,
          "time the steps without their MoE blocks: the rest of the step (attention, norms, lm_head) against the "
          "bytes of its own weights; outputs are not the model's"},
+        {"pdl-trace", SM_ARG_STRING, &pdl_trace,
+         "record the last timed step of each batch size into PATH.b<batch> (a -DSPECMOE_PDL_TRACE=ON build; "
+         "scripts/pdl_trace_report.py reads it)"},
         {"chunked-prefill-size", SM_ARG_INT, &chunk, "rows per forward pass; longer prompts run in pieces (default 4096)"},
         {"speculative-algorithm", SM_ARG_STRING, &drafter, "also decode speculatively: model | ngram | self (first half of the layers)"},
         {"speculative-draft-model-path", SM_ARG_STRING, &draft_dir, "draft checkpoint for --speculative-algorithm model"},
@@ -149,7 +152,7 @@ int sm_cmd_bench_decode(int argc, char **argv) {
                               .random_weights = preset ? !weights || !strcmp(weights, "random") : weights && !strcmp(weights, "random"),
                               .seed = (uint64_t)seed, .runner = runner, .batches = batches, .n_batches = n_batches,
                               .prompt = prompt, .steps = steps, .warmup = warmup, .eager = eager,
-                              .host_logits = host_logits, .leave_out_moe = leave_out_moe,
+                              .host_logits = host_logits, .leave_out_moe = leave_out_moe, .pdl_trace = pdl_trace,
                               .chunked_prefill_size = chunk,
                               .drafter = drafter, .num_speculative_tokens = k, .draft_dir = draft_dir,
                               .draft_runner = draft_runner, .temperature = (float)temperature, .top_p = (float)top_p,
@@ -162,6 +165,7 @@ int sm_cmd_bench_decode(int argc, char **argv) {
     (void)eager;
     (void)host_logits;
     (void)leave_out_moe;
+    (void)pdl_trace;
     (void)draft_dir;
     (void)draft_runner;
     fprintf(stderr, "specmoe bench decode: this build has no CUDA (configure with -DSPECMOE_CUDA=ON)\n");

@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 
 #include "cuda/cuda_check.h"
+#include "pdl_trace.h"
 #include "model/model.h"
 #include "spec/spec.h"
 
@@ -153,6 +154,7 @@ sm_status sm_bench_decode(const sm_bench_decode_opts *o, sm_error *err) {
     int max_batch = 1;
     for (int i = 0; i < o->n_batches; i++) max_batch = o->batches[i] > max_batch ? o->batches[i] : max_batch;
     SM_TRY(sm_cuda_device_ready(err));
+    if (o->pdl_trace && !sm_cuda_pdl_trace_built()) return sm_cuda_pdl_trace_start(err); /* says why */
     double copy_bw;
     SM_TRY(copy_bandwidth(&copy_bw, err));
     struct cudaDeviceProp prop;
@@ -217,9 +219,16 @@ sm_status sm_bench_decode(const sm_bench_decode_opts *o, sm_error *err) {
                                    .token = o->host_logits ? (int)((31u * (unsigned)step + 7u * (unsigned)q + 3u) % (unsigned)V)
                                                            : next[q],
                                    .pos = o->prompt + step, .want_logits = true};
+            const bool traced = o->pdl_trace && step == o->warmup + o->steps - 1;
+            if (traced) s = sm_cuda_pdl_trace_start(err);
             double t0 = now_s();
-            s = sm_model_forward(m, rows, B, fo, logits, err);
+            if (!s) s = sm_model_forward(m, rows, B, fo, logits, err);
             if (step >= o->warmup) times[step - o->warmup] = now_s() - t0;
+            if (traced && !s) {
+                char path[4096];
+                snprintf(path, sizeof path, "%s.b%d", o->pdl_trace, B);
+                s = sm_cuda_pdl_trace_dump(path, err);
+            }
         }
         if (s) break;
         qsort(times, (size_t)o->steps, sizeof *times, cmp_double);

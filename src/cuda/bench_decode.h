@@ -27,6 +27,8 @@ typedef struct sm_bench_decode_opts {
     bool host_logits;             /* steps copy every row's logits to the host, instead of sampling
                                      greedily on the device and feeding the ids back (as a serving
                                      engine's step does) */
+    const char *pdl_trace;        /* non-NULL: the last timed step of each batch size is recorded
+                                     (kernels/pdl_trace.h) into "<pdl_trace>.b<batch>" */
     /* Speculation (SGLang's --speculative-algorithm): NULL = none. With a drafter every batch
      * size is run twice through the spec engine, target-only (k = 0) and speculative, so the
      * two rows of a batch size compare step time, tokens per step and tokens/s in one run. */
