@@ -70,13 +70,14 @@ __device__ __forceinline__ void norm_rows(const norm_args &a, int rows, int k, _
  * COLS: output columns per warp. Two on wide projections (q|k|v, lm_head) halve the CTAs at
  * the same bytes in flight per warp, so the grid fits the machine in about one wave.
  * NORM: x is made in shared memory by norm_rows from the fp32 residual (nx) instead of read.
- * Three CTAs an SM for two columns a warp (80 registers, a 44-byte spill): q|k|v of Qwen3-30B
- * is 320 CTAs, and at two an SM the 56 past the first 264 could request their weights only
- * after the PDL wait (H200, batch 1: 2.90 -> 2.83 ms a step). At one row this kernel beat the
+ * Three CTAs an SM for two columns a warp (80 registers, a 44-byte spill; 60 with NORM): q|k|v
+ * of Qwen3-30B is 320 CTAs, and at two an SM the 56 past the first 264 could request their
+ * weights only after the PDL wait (H200, batch 1: 2.90 -> 2.83 ms a step; with NORM, the step
+ * without its MoE blocks, H100: 1.439 -> 1.391 ms). At one row this kernel beat the
  * MMA kernel (H100, batch 1: 3.20 against 3.33 ms a step; the one-row q|k|v 13.9 against 16.1
  * us); from two rows the MMA kernel wins. */
 template <bool Y_F32, int COLS, bool NORM>
-__global__ void __launch_bounds__(GEMV_WARPS * 32, COLS == 2 && !NORM ? 3 : 1)
+__global__ void __launch_bounds__(GEMV_WARPS * 32, COLS == 2 ? 3 : 1)
     gemv_row_kernel(const __nv_bfloat16 *__restrict__ x, const __nv_bfloat16 *__restrict__ w, void *y, float beta,
                     int n, int k, norm_args nx) {
     constexpr int GEMV_UNROLL = GEMV_VECTORS / COLS; /* per column and pass */

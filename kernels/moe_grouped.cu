@@ -405,8 +405,15 @@ cudaError_t launch_down(cudaStream_t s, const sm_moe_grouped_args *a, const void
 
 /* Down projections with short rows take four columns per warp (see the kernel's comment); rows
  * of at most 768 (96 vectors: three a lane) in passes of three vectors, whose registers fit three
- * CTAs an SM instead of two. rt.logits set: gate_up routing the batch itself; early_offsets: the
- * down projection right after a plain decode gate_up, reading the offsets before its wait. */
+ * CTAs an SM instead of two. A gate_up of at most one token's experts (the batch-1 step's)
+ * passes two vectors a lane: 40 registers, six CTAs an SM, so Qwen3-30B's 768 CTAs are one wave
+ * (four vectors: 60 registers, four an SM, 528 at once). H100, Qwen3 shape: batch 1 3.215 ->
+ * 3.17 ms a step, MoE layer at one token 36.3 -> 35.1 us; with 48 assignments (batch 6, many
+ * waves either way) two vectors lost (8.96 -> 9.02 ms), and the routing gate_up with two lost at
+ * 2-4 rows (4.54 -> 4.69 ms at batch 2), so both keep four. rt.logits set: gate_up routing the
+ * batch itself; early_offsets: the down projection right after a plain decode gate_up, reading
+ * the offsets before its wait. */
+constexpr int ONE_WAVE_GATE_UP_ASSIGN = 8;
 template <int T, bool GATED>
 cudaError_t launch_decode_t(cudaStream_t s, const sm_moe_grouped_args *a, const void *in, const void *w,
                             const float *weight, void *out, int K, int N, const gate_up_routing &rt,
@@ -415,6 +422,9 @@ cudaError_t launch_decode_t(cudaStream_t s, const sm_moe_grouped_args *a, const 
     if (!GATED && K <= 1024) return launch_down<T, 4>(s, a, in, w, weight, out, K, N, early_offsets);
     if (!GATED) return launch_down<T, 1>(s, a, in, w, weight, out, K, N, early_offsets);
     if (rt.logits) return launch_decode_c<T, true, 1, 4, DEC_ROUTED>(s, a, in, w, weight, out, K, N, rt);
+    if constexpr (T == 1)
+        if (a->n_assign <= ONE_WAVE_GATE_UP_ASSIGN)
+            return launch_decode_c<T, true, 1, 2, DEC_OFFSETS>(s, a, in, w, weight, out, K, N, rt);
     return launch_decode_c<T, true, 1, 4, DEC_OFFSETS>(s, a, in, w, weight, out, K, N, rt);
 }
 
