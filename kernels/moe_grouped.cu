@@ -404,8 +404,11 @@ cudaError_t launch_down(cudaStream_t s, const sm_moe_grouped_args *a, const void
 }
 
 /* Down projections with short rows take four columns per warp (see the kernel's comment); rows
- * of at most 768 (96 vectors: three a lane) in passes of three vectors, whose registers fit three
- * CTAs an SM instead of two. A gate_up of at most one token's experts (the batch-1 step's)
+ * of at most 768 (96 vectors: three a lane) in passes of two vectors: 64 registers, four CTAs
+ * an SM, so Qwen3-30B's 512 down CTAs of a one-token step are all resident when gate_up ends
+ * (passes of three: 79 registers, three an SM, the last 116 CTAs started 4.8 us after gate_up
+ * completed; H100, batch 1 3.149 -> 3.079 ms a step, MoE layer at one token 35.0 -> 32.7 us,
+ * 2-8 tokens unchanged). A gate_up of at most one token's experts (the batch-1 step's)
  * passes two vectors a lane: 40 registers, six CTAs an SM, so Qwen3-30B's 768 CTAs are one wave
  * (four vectors: 60 registers, four an SM, 528 at once). H100, Qwen3 shape: batch 1 3.215 ->
  * 3.17 ms a step, MoE layer at one token 36.3 -> 35.1 us; with 48 assignments (batch 6, many
@@ -418,7 +421,7 @@ template <int T, bool GATED>
 cudaError_t launch_decode_t(cudaStream_t s, const sm_moe_grouped_args *a, const void *in, const void *w,
                             const float *weight, void *out, int K, int N, const gate_up_routing &rt,
                             bool early_offsets) {
-    if (!GATED && K <= 768) return launch_down<T, 4, 3>(s, a, in, w, weight, out, K, N, early_offsets);
+    if (!GATED && K <= 768) return launch_down<T, 4, 2>(s, a, in, w, weight, out, K, N, early_offsets);
     if (!GATED && K <= 1024) return launch_down<T, 4>(s, a, in, w, weight, out, K, N, early_offsets);
     if (!GATED) return launch_down<T, 1>(s, a, in, w, weight, out, K, N, early_offsets);
     if (rt.logits) return launch_decode_c<T, true, 1, 4, DEC_ROUTED>(s, a, in, w, weight, out, K, N, rt);
