@@ -221,15 +221,6 @@ __device__ __forceinline__ void sm_cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
-/* Programmatic dependent launch (Hopper). A decode step is a chain of short kernels, each
- * paying a launch and a ramp-up; launched with sm_launch_pdl, a kernel may be scheduled while
- * the one before it is still finishing. Contract of such a kernel: before sm_pdl_wait() it only
- * reads data no kernel of the step writes (weights; one exception, argued where it is made: the
- * MoE down projection after a decode or decode-mma gate_up reads the expert offsets,
- * moe_grouped.cu and moe_decode_mma.cu) and writes nothing; sm_pdl_wait() returns
- * once every earlier kernel of the stream has completed and its writes are visible.
- * sm_pdl_trigger() lets the next kernel be scheduled early. Both are no-ops for a kernel
- * launched without the attribute (<<<>>>), so the same kernel serves both launches. */
 #ifdef SPECMOE_PDL_TRACE
 /* The timeline of pdl_trace.h: one record per block and hook, from thread 0. */
 struct sm_pdl_trace_rec {
@@ -264,6 +255,16 @@ __device__ __forceinline__ void sm_pdl_trace_note(unsigned kind, unsigned long l
 }
 #endif
 
+/* Programmatic dependent launch (Hopper). A decode step is a chain of short kernels, each
+ * paying a launch and a ramp-up; launched with sm_launch_pdl, a kernel may be scheduled while
+ * the one before it is still finishing. Contract of such a kernel: before sm_pdl_wait() it only
+ * reads data no kernel of the step writes (weights; one exception, argued where it is made: the
+ * MoE down projection after a decode or decode-mma gate_up reads the expert offsets,
+ * moe_grouped.cu and moe_decode_mma.cu) and writes nothing; sm_pdl_wait() returns
+ * once every earlier kernel of the stream has completed and its writes are visible.
+ * sm_pdl_trigger() lets the next kernel be scheduled early. Both are no-ops for a kernel
+ * launched without the attribute (<<<>>>), so the same kernel serves both launches. In a
+ * SPECMOE_PDL_TRACE build both also record the time (pdl_trace.h). */
 __device__ __forceinline__ void sm_pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #ifdef SPECMOE_PDL_TRACE

@@ -4,6 +4,7 @@
 #include "pdl_trace.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "kernel_common.cuh"
 
@@ -11,11 +12,11 @@
 
 namespace {
 constexpr int MAX_UNITS = 64;                 /* .cu files that include kernel_common.cuh */
-constexpr unsigned long long CAPACITY = 1u << 21; /* records: two steps of 64 rows */
+constexpr unsigned long long CAPACITY = 1u << 21; /* records (80 MB); the dump says when a step had more */
 /* Plain arrays, zero before any constructor runs, so registration order does not matter. */
 cudaError_t (*unit_setters[MAX_UNITS])(void *);
 int n_units;
-void *buffer; /* [0] count, [1] capacity, then the records */
+void *buffer; /* [0] count, [1] capacity, then the records; kept until the process ends */
 } // namespace
 
 void sm_pdl_trace_register(cudaError_t (*set)(void *)) {
