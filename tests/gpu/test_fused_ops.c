@@ -280,6 +280,9 @@ static void test_moe_route(void) {
         {"mixtral ties", 8, 2, 4096, 1}, {"odd", 5, 3, 72, 0},          {"odd ties", 5, 3, 72, 1},
         {"odd scalar", 60, 4, 70, 1},   {"e256", 256, 6, 64, 0},        {"e512 k40", 512, 40, 16, 1},
         {"e33 k33", 33, 33, 24, 1},
+        /* 256 rows of top-8 over 512 experts: 50.8 KB of routing, past the 48 KiB a launch gets
+         * without opting in (the launcher's cudaFuncSetAttribute path) */
+        {"e512 k8", 512, 8, 64, 0},
     };
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const route_shape *S = &shapes[t];
