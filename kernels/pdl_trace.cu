@@ -28,9 +28,12 @@ bool sm_cuda_pdl_trace_built(void) { return true; }
 sm_status sm_cuda_pdl_trace_start(sm_error *err) {
     const size_t bytes = 2 * sizeof(unsigned long long) + CAPACITY * sizeof(sm_pdl_trace_rec);
     cudaError_t e = cudaSuccess;
-    if (!buffer) {
-        e = cudaMalloc(&buffer, bytes);
-        for (int i = 0; i < n_units && e == cudaSuccess; i++) e = unit_setters[i](buffer);
+    if (!buffer) { /* kept only once every .cu file points at it, so a failure is retried whole */
+        void *b = NULL;
+        e = cudaMalloc(&b, bytes);
+        for (int i = 0; i < n_units && e == cudaSuccess; i++) e = unit_setters[i](b);
+        if (e == cudaSuccess) buffer = b;
+        else cudaFree(b);
     }
     const unsigned long long head[2] = {0, CAPACITY};
     if (e == cudaSuccess) e = cudaDeviceSynchronize();
