@@ -65,11 +65,7 @@ __global__ void __launch_bounds__(DM_THREADS)
         if (!EARLY) sm_pdl_wait();
     }
     extern __shared__ int early_offsets[]; /* EARLY: [num_experts + 1] */
-    if (EARLY) {
-        for (int i = threadIdx.x; i <= num_experts; i += blockDim.x) early_offsets[i] = __ldcg(offsets + i);
-        __syncthreads();
-        offsets = early_offsets;
-    }
+    if (EARLY) offsets = offsets_to_shared(offsets, num_experts, early_offsets);
     constexpr int NB = GATED ? 2 : 1;                 /* gate and up, or down */
     constexpr int UK = (GATED || NT >= 4) ? 2 : 4;    /* k-steps in flight per warp: 8 weight loads per lane */
     constexpr int TP = 8 * NT;                        /* tokens per pass */

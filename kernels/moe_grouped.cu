@@ -72,11 +72,9 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
                                         blockIdx.x == 0 && blockIdx.y == 0, rt.out);
         src_of = sr.src;
         tile_offsets = sr.off;
-    } else if (EARLY_DOWN) { /* the offsets through L2 into shared memory, in one round trip */
+    } else if (EARLY_DOWN) {
         int *off = reinterpret_cast<int *>(tok + (size_t)T * (K / 8));
-        for (int e = threadIdx.x; e <= num_experts; e += blockDim.x) off[e] = __ldcg(offsets + e);
-        __syncthreads();
-        tile_offsets = off;
+        tile_offsets = sm_moe_mma::offsets_to_shared(offsets, num_experts, off);
     }
     const tile_ref pos = sm_moe_mma::expert_of_slot(tile_offsets, num_experts, blockIdx.y);
     const int e = pos.expert;

@@ -52,6 +52,15 @@ inline int ceil_pow2(int n) {
 
 /* ---- device helpers -------------------------------------------------------------------------- */
 
+/* The early down projection reads the expert offsets before its PDL wait (moe_grouped.cu says
+ * why that is safe): through L2 (the writer may have run on another SM since this CTA's L1 saw
+ * them) into shared memory, all in one round trip. Returns the shared copy. */
+__device__ __forceinline__ const int *offsets_to_shared(const int *offsets, int num_experts, int *dst) {
+    for (int e = threadIdx.x; e <= num_experts; e += blockDim.x) dst[e] = __ldcg(offsets + e);
+    __syncthreads();
+    return dst;
+}
+
 /* Where a CTA's tile lies: expert e with `count` rows from `begin`, and the CTA's index among
  * that expert's tiles. expert = -1: no tile (the grid is an upper bound). */
 struct tile_ref {
