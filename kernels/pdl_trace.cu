@@ -48,11 +48,12 @@ sm_status sm_cuda_pdl_trace_dump(const char *path, sm_error *err) {
     unsigned long long head[2];
     cudaError_t e = cudaDeviceSynchronize();
     if (e == cudaSuccess) e = cudaMemcpy(head, buffer, sizeof head, cudaMemcpyDeviceToHost);
+    if (e != cudaSuccess)
+        return sm_fail(err, SM_ECUDA, "PDL trace: reading the record count: %s", cudaGetErrorString(e));
     const unsigned long long n = head[0] < CAPACITY ? head[0] : CAPACITY;
     sm_pdl_trace_rec *recs = (sm_pdl_trace_rec *)malloc(n * sizeof *recs + 1);
     if (!recs) return sm_fail(err, SM_ENOMEM, "PDL trace: %llu records", n);
-    if (e == cudaSuccess)
-        e = cudaMemcpy(recs, (unsigned long long *)buffer + 2, n * sizeof *recs, cudaMemcpyDeviceToHost);
+    e = cudaMemcpy(recs, (unsigned long long *)buffer + 2, n * sizeof *recs, cudaMemcpyDeviceToHost);
     if (e != cudaSuccess) {
         free(recs);
         return sm_fail(err, SM_ECUDA, "PDL trace: reading %llu records: %s", n, cudaGetErrorString(e));
