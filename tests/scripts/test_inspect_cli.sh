@@ -5,16 +5,7 @@ set -u
 bin="$1"
 src="${SPECMOE_SOURCE_DIR:-.}"
 ck="$src/tests/fixtures/loader/ckpt"
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-expect() { # name, want-exit, want-substring, command...
-    local name="$1" want_rc="$2" want="$3"; shift 3
-    out=$("$@" 2>&1); rc=$?
-    if [ "$rc" != "$want_rc" ]; then echo "FAIL $name: exit $rc, want $want_rc: $out"; fail=1
-    elif ! grep -qF -- "$want" <<<"$out"; then echo "FAIL $name: no '$want' in: $out"; fail=1
-    else echo "ok   $name"; fi
-}
+source "$src/tests/scripts/lib.sh"
 
 expect "target description" 0 "experts         16, top-k 2, moe ffn 256" "$bin" inspect "$src/experiments/models/target"
 expect "parameter counts" 0 "total 15,354,368 (15.35 M), active 4,344,320" "$bin" inspect "$src/experiments/models/target"

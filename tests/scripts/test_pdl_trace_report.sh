@@ -4,12 +4,7 @@
 # three blocks waiting before its release and its last block arriving 0.5 us after it.
 set -u
 src="${SPECMOE_SOURCE_DIR:-.}"
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-check() { # name, got, want
-    if [ "$2" != "$3" ]; then echo "FAIL $1: got '$2', want '$3'"; fail=1; else echo "ok   $1"; fi
-}
+source "$src/tests/scripts/lib.sh"
 cat > "$tmp/trace" <<'T'
 # grid block grid_blocks sm kind t_before t_after
 11 0 3 5 1 3000 4000

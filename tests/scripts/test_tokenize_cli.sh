@@ -4,12 +4,7 @@
 set -u
 bin="$1"
 fx="${SPECMOE_SOURCE_DIR:-.}/tests/fixtures/tokenizers"
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-check() { # name, got, want
-    if [ "$2" != "$3" ]; then echo "FAIL $1: got '$2', want '$3'"; fail=1; else echo "ok   $1"; fi
-}
+source "${SPECMOE_SOURCE_DIR:-.}/tests/scripts/lib.sh"
 
 # ids for a fixture case ("Hello world") computed by tokenizers
 want=$(python3 - "$fx/llama2/cases.jsonl" <<'PY'
@@ -43,15 +38,10 @@ check "detokenize keeps specials" "$bos_text" "<|begin_of_text|>hi"
 check "detokenize --skip-special" "$skip_text" "hi"
 
 # errors: 1 with a message naming the file, 2 for usage
-"$bin" tokenize --tokenizer no/such.json --text x 2> "$tmp/err.txt"; rc=$?
-check "missing tokenizer exits 1" "$rc" "1"
-check "message names the file" "$(grep -c 'no/such.json' "$tmp/err.txt")" "1"
-"$bin" tokenize --text x 2> "$tmp/err.txt"; rc=$?
-check "no --model/--tokenizer exits 2" "$rc" "2"
-"$bin" detokenize --tokenizer "$fx/gpt2/tokenizer.json" --ids 1,x 2> "$tmp/err.txt"; rc=$?
-check "bad --ids exits 2" "$rc" "2"
-"$bin" detokenize --tokenizer "$fx/gpt2/tokenizer.json" --ids 99999 2> "$tmp/err.txt"; rc=$?
-check "out-of-vocabulary id exits 1" "$rc" "1"
-"$bin" tokenize --help > /dev/null; rc=$?
-check "--help exits 0" "$rc" "0"
+expect "missing tokenizer" 1 "no/such.json: cannot open" "$bin" tokenize --tokenizer no/such.json --text x
+expect "no --model/--tokenizer" 2 "give exactly one of --model DIR or --tokenizer FILE" "$bin" tokenize --text x
+expect "bad --ids" 2 "got '1,x'" "$bin" detokenize --tokenizer "$fx/gpt2/tokenizer.json" --ids 1,x
+expect "out-of-vocabulary id" 1 "token id 99999 at position 0 is outside the vocabulary (size 703)" \
+    "$bin" detokenize --tokenizer "$fx/gpt2/tokenizer.json" --ids 99999
+expect "--help" 0 "usage: specmoe tokenize" "$bin" tokenize --help
 exit $fail
