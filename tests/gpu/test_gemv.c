@@ -25,7 +25,9 @@ static void test_shapes(void) {
     uint64_t seed = 5;
     const int shapes[][3] = {{1, 5120, 2048}, {1, 2048, 4096}, {2, 128, 2048}, {3, 77, 264}, {4, 1, 8},
                              {5, 300, 776}, {8, 1000, 2048}, {7, 13, 3072}, {4, 9, 6144}, {8, 64, 3072},
-                             {8, 40, 4096}, {6, 33, 8200}};
+                             {8, 40, 4096}, {6, 33, 8200},
+                             /* one row: a partial last block, and column counts around a block boundary */
+                             {1, 77, 264}, {1, 512, 2048}, {1, 513, 1032}};
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         int rows = shapes[t][0], n = shapes[t][1], k = shapes[t][2];
         size_t ny = (size_t)rows * n;
@@ -64,7 +66,7 @@ static void test_shapes(void) {
 static void test_norm_fused(void) {
     uint64_t seed = 11;
     const int shapes[][3] = {{1, 128, 2048}, {2, 5120, 2048}, {3, 77, 264}, {8, 64, 2048}, {5, 40, 200}, {4, 9, 4096},
-                             {1, 8, 8}};
+                             {1, 8, 8}, {1, 77, 264}};
     const float eps = 1e-6f;
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         int rows = shapes[t][0], n = shapes[t][1], k = shapes[t][2];
