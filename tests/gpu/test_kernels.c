@@ -202,7 +202,9 @@ static void moe_batch_check(moe_batch *b, const float *wd, const void *d_wgu, co
     CHECK(e_y < BF16_TOL, "down H=%d F=%d E=%d n=%d %s regime %s: rel err %.3g", H, F, b->E, n, what, label, e_y);
 }
 
-static void test_moe_grouped(void) {
+/* shard of shards: the shapes with index % shards == shard (compute-sanitizer's racecheck of the
+ * whole list took longer than one run's limit on an H100). */
+static void test_moe_grouped(int shard, int shards) {
     /* H, F, E: odd multiples of 8 (decode tails, prefill-mma refused), multiples of 64 (prefill-mma
      * taken; N = 192 leaves half a 128-wide down tile), H = 2048 (several load batches per warp),
      * and 160 experts (find_tile past the 128 whose offsets it requests at once) */
@@ -211,6 +213,7 @@ static void test_moe_grouped(void) {
     const int n_list[] = {1, 3, 17, 150, 300};
     uint64_t seed = 0x1234567;
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        if ((int)(si % (size_t)shards) != shard) continue;
         int H = shapes[si][0], F = shapes[si][1], E = shapes[si][2];
         float *wgu = gpu_test_random_bf16((size_t)E * 2 * F * H, 1.0f / sqrtf((float)H), &seed);
         float *wd = gpu_test_random_bf16((size_t)E * H * F, 1.0f / sqrtf((float)F), &seed);
@@ -380,13 +383,27 @@ static void test_router_topk(void) {
             }
 }
 
-int main(void) {
-    test_moe_regime_pick(); /* host only: runs (and can fail) before the GPU check */
+/* --shard I/N: only the grouped-MoE shapes of shard I (0-based) of N, and the other tests only in
+ * shard 0, so N runs together check everything once (for compute-sanitizer runs, each under its
+ * own time limit). */
+int main(int argc, char **argv) {
+    int shard = 0, shards = 1;
+    if (argc > 1) {
+        char end = 0;
+        if (argc != 3 || strcmp(argv[1], "--shard") || sscanf(argv[2], "%d/%d%c", &shard, &shards, &end) != 2 ||
+            shards < 1 || shard < 0 || shard >= shards) {
+            fprintf(stderr, "usage: %s [--shard I/N] (0 <= I < N)\n", argv[0]);
+            return 2;
+        }
+    }
+    if (shard == 0) test_moe_regime_pick(); /* host only: runs (and can fail) before the GPU check */
     gpu_test_require_device("test_gpu_kernels");
-    test_moe_grouped();
-    test_moe_wgmma_many_tiles();
-    test_silu_mul();
-    test_rmsnorm();
-    test_router_topk();
+    test_moe_grouped(shard, shards);
+    if (shard == 0) {
+        test_moe_wgmma_many_tiles();
+        test_silu_mul();
+        test_rmsnorm();
+        test_router_topk();
+    }
     TEST_MAIN_END
 }
