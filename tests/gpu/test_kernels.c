@@ -384,8 +384,9 @@ static void test_router_topk(void) {
 }
 
 /* --shard I/N: only the grouped-MoE shapes of shard I (0-based) of N, and the other tests only in
- * shard 0, so N runs together check everything once (for compute-sanitizer runs, each under its
- * own time limit). */
+ * shard 0, so N runs together check every shape and case once (for compute-sanitizer runs, each
+ * under its own time limit). The random inputs of a shape differ from a whole run's: the seed
+ * advances only over the shapes a shard takes. */
 int main(int argc, char **argv) {
     int shard = 0, shards = 1;
     if (argc > 1) {

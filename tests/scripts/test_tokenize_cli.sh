@@ -38,10 +38,10 @@ check "detokenize keeps specials" "$bos_text" "<|begin_of_text|>hi"
 check "detokenize --skip-special" "$skip_text" "hi"
 
 # errors: 1 with a message naming the file, 2 for usage
-expect "missing tokenizer" 1 "no/such.json: cannot open" "$bin" tokenize --tokenizer no/such.json --text x
-expect "no --model/--tokenizer" 2 "give exactly one of --model DIR or --tokenizer FILE" "$bin" tokenize --text x
-expect "bad --ids" 2 "got '1,x'" "$bin" detokenize --tokenizer "$fx/gpt2/tokenizer.json" --ids 1,x
-expect "out-of-vocabulary id" 1 "token id 99999 at position 0 is outside the vocabulary (size 703)" \
+expect_error "missing tokenizer" 1 "no/such.json: cannot open" "$bin" tokenize --tokenizer no/such.json --text x
+expect_error "no --model/--tokenizer" 2 "give exactly one of --model DIR or --tokenizer FILE" "$bin" tokenize --text x
+expect_error "bad --ids" 2 "got '1,x'" "$bin" detokenize --tokenizer "$fx/gpt2/tokenizer.json" --ids 1,x
+expect_error "out-of-vocabulary id" 1 "token id 99999 at position 0 is outside the vocabulary (size 703)" \
     "$bin" detokenize --tokenizer "$fx/gpt2/tokenizer.json" --ids 99999
 expect "--help" 0 "usage: specmoe tokenize" "$bin" tokenize --help
 exit $fail
