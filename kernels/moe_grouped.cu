@@ -11,9 +11,9 @@
 
 namespace {
 
-/* Which expert a CTA works on: sm_moe_mma::find_tile (moe_mma.cuh) with one n-tile per m-tile,
+/* Which expert a CTA works on: sm_moe_mma::find_tile_warp0 (moe_mma.cuh) with one n-tile per m-tile,
  * or expert_of_slot for the decode regime's one tile per non-empty expert. */
-using sm_moe_mma::find_tile;
+using sm_moe_mma::find_tile_warp0;
 using sm_moe_mma::tile_ref;
 
 /* ---- decode regime -------------------------------------------------------------------------
@@ -200,11 +200,7 @@ __global__ void __launch_bounds__(PF_THREADS)
     __nv_bfloat16 *Bs = As + 2 * PF_BM * PF_LDS;                          /* [2][NB][BN][LDS] */
     float *Cs = reinterpret_cast<float *>(smem);                          /* [NB][BM][LDC], after the loop */
 
-    if (threadIdx.x < 32) {
-        if (threadIdx.x == 0) pos.expert = -1;
-        __syncwarp();
-        find_tile(offsets, num_experts, blockIdx.x, PF_BM, 1, &pos);
-    }
+    find_tile_warp0(offsets, num_experts, blockIdx.x, PF_BM, 1, &pos);
     __syncthreads();
     const int e = pos.expert;
     if (e < 0) return;

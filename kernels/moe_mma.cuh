@@ -120,15 +120,21 @@ __device__ __forceinline__ void find_tile(const int *offsets, int num_experts, i
     }
 }
 
+/* find_tile by warp 0 of the block into the shared *pos (expert -1: the grid is an upper bound
+ * on the tiles and this one has none); the caller synchronises the block before reading it. */
+__device__ __forceinline__ void find_tile_warp0(const int *offsets, int num_experts, int tile, int tile_rows, int n_tiles,
+                                                tile_ref *pos) {
+    if (threadIdx.x >= 32) return;
+    if (threadIdx.x == 0) pos->expert = -1;
+    __syncwarp();
+    find_tile(offsets, num_experts, tile, tile_rows, n_tiles, pos);
+}
+
 /* The expert of decode slot `slot`: one tile per non-empty expert, holding all its rows (begin,
  * count). Called by the whole block (it synchronises); expert -1: fewer active experts than slots. */
 __device__ __forceinline__ tile_ref expert_of_slot(const int *offsets, int num_experts, int slot) {
     __shared__ tile_ref pos;
-    if (threadIdx.x < 32) {
-        if (threadIdx.x == 0) pos.expert = -1;
-        __syncwarp();
-        find_tile(offsets, num_experts, slot, INT_MAX, 1, &pos);
-    }
+    find_tile_warp0(offsets, num_experts, slot, INT_MAX, 1, &pos);
     __syncthreads();
     return pos;
 }

@@ -48,11 +48,7 @@ __global__ void __launch_bounds__(PM_THREADS, 2)
     __nv_bfloat16 *As = reinterpret_cast<__nv_bfloat16 *>(smem_raw); /* [STAGES][BM*BK] */
     __nv_bfloat16 *Bs = As + PM_STAGES * PM_TILE;                    /* [STAGES][BN*BK] */
     __shared__ tile_ref pos;
-    if (threadIdx.x < 32) {
-        if (threadIdx.x == 0) pos.expert = -1;
-        __syncwarp();
-        find_tile(offsets, num_experts, blockIdx.x, PM_BM, n_tiles, &pos);
-    }
+    find_tile_warp0(offsets, num_experts, blockIdx.x, PM_BM, n_tiles, &pos);
     __syncthreads();
     const int e = pos.expert;
     if (e < 0) return; /* the grid is an upper bound on the tiles */

@@ -163,11 +163,7 @@ __global__ void __launch_bounds__(WG_THREADS, wg_tile<BN>::ctas_per_sm)
     unsigned char *As = smem, *Bs = smem + STAGES * A_BYTES;
     __shared__ __align__(8) uint64_t full[STAGES], empty[STAGES];
     __shared__ tile_ref pos;
-    if (threadIdx.x < 32) {
-        if (threadIdx.x == 0) pos.expert = -1;
-        __syncwarp();
-        find_tile(offsets, num_experts, blockIdx.x, WG_BM, n_tiles, &pos);
-    }
+    find_tile_warp0(offsets, num_experts, blockIdx.x, WG_BM, n_tiles, &pos);
     if (threadIdx.x == WG_CONSUMERS) {
         for (int s = 0; s < STAGES; s++) {
             mbar_init(&full[s], 1);  /* the producer's expect_tx; TMA completes the bytes */
