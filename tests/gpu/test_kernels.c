@@ -228,6 +228,10 @@ static void test_moe_grouped(int shard, int shards) {
         cudaFree(d_wgu); cudaFree(d_wd);
         free(wgu); free(wd);
     }
+}
+
+/* The grouped-MoE entry points with nothing to do or bad arguments (no shapes: shard 0 only). */
+static void test_moe_grouped_edges(void) {
     /* No assignments: nothing to launch, in every regime. */
     for (size_t ri = 0; ri < sizeof regime_cases / sizeof regime_cases[0]; ri++) {
         sm_error err = {0};
@@ -401,6 +405,7 @@ int main(int argc, char **argv) {
     gpu_test_require_device("test_gpu_kernels");
     test_moe_grouped(shard, shards);
     if (shard == 0) {
+        test_moe_grouped_edges();
         test_moe_wgmma_many_tiles();
         test_silu_mul();
         test_rmsnorm();
