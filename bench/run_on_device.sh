@@ -2,9 +2,10 @@
 # bench/run_on_device.sh — one device call: GPU tests, then the benchmarks whose figures go into
 # bench/RESULTS.md, with the peers measured in the same call. Builds nothing: it runs a carried
 # slim build (BUILD, default build-k7-slim: specmoe and tests/test_gpu_* from a -DSPECMOE_CUDA=ON
-# build). From the repository root:
+# build; bench/pack_for_device.sh packs it into build-carry/slim.tar.xz). From the repository root:
 #
-#     STAGES="tests decode profile layer peers hf" bash bench/run_on_device.sh   # run(..., carry=[BUILD])
+#     tar -xJf build-carry/slim.tar.xz &&
+#       STAGES="tests decode profile layer peers hf" bash bench/run_on_device.sh   # run(..., carry=["build-carry"])
 #
 # Stages (each under its own timeout, cut to what is left of BUDGET seconds):
 #   tests    every tests/test_gpu_* binary (SPECMOE_REQUIRE_GPU=1), then the SANITIZERS (default
