@@ -25,4 +25,4 @@ cp "$build/specmoe" "$slim/"
 cp "$build"/tests/test_gpu_* "$slim/tests/"
 strip "$slim/specmoe" "$slim"/tests/*
 tar -I 'xz -9 -T0' -cf build-carry/slim.tar.xz "$slim"
-echo "build-carry/slim.tar.xz: $(du -h build-carry/slim.tar.xz | cut -f1) ($slim from $build, commit $(git rev-parse --short HEAD))"
+echo "build-carry/slim.tar.xz: $(du -h build-carry/slim.tar.xz | cut -f1) ($slim from $build; the checkout is at $(git rev-parse --short HEAD), the build may be older)"
